@@ -1,0 +1,95 @@
+"""The admin API under ``/api``: pipelines, their states and errors, runs, reload.
+
+Protected by ``server.token`` (a bearer token) when one is configured; a daemon listening
+off loopback refuses to start without one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .secrets import REDACTOR
+from .triggers.http import error_response, read_body, result_response
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PROTECTED = ("/api/", "/v1/")
+
+
+def setup(app: web.Application, daemon: Daemon) -> None:
+    app.middlewares.append(_token_middleware(daemon))
+    app.router.add_get("/api/pipelines", _pipelines)
+    app.router.add_get("/api/pipelines/{name}", _pipeline)
+    app.router.add_post("/api/pipelines/{name}/run", _run)
+    app.router.add_post("/api/reload", _reload)
+
+
+def _token_middleware(daemon: Daemon) -> Any:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = daemon.settings.token
+        if token and request.path.startswith(PROTECTED):
+            got = request.headers.get("Authorization", "")
+            supplied = got[7:] if got[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(supplied.encode(), token.encode()):
+                return error_response(401, "missing or invalid bearer token",
+                                      headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return check
+
+
+def _daemon(request: web.Request) -> Daemon:
+    from .daemon import DAEMON
+
+    return request.app[DAEMON]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(REDACTOR.value(data), status=status,
+                             dumps=lambda o: json.dumps(o, default=str))
+
+
+async def _pipelines(request: web.Request) -> web.Response:
+    catalog = _daemon(request).catalog
+    items = [catalog.entries[n].describe() for n in sorted(catalog.entries)]
+    return _json({"pipelines": items, "counts": catalog.counts()})
+
+
+async def _pipeline(request: web.Request) -> web.Response:
+    entry = _daemon(request).catalog.entries.get(request.match_info["name"])
+    if entry is None:
+        return error_response(404, f"no pipeline named {request.match_info['name']!r}")
+    return _json(entry.describe())
+
+
+async def _run(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    name = request.match_info["name"]
+    bound = daemon.catalog.bound(name)
+    if bound is None:
+        return error_response(404, f"no active pipeline named {name!r}")
+    try:
+        raw = await read_body(request, daemon.settings.max_body)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, f"body is larger than {daemon.settings.max_body:,} bytes")
+    try:
+        data = json.loads(raw) if raw else None
+    except json.JSONDecodeError as exc:
+        return error_response(400, f"body is not valid JSON: {exc.msg}")
+    payload = data.get("input") if isinstance(data, dict) and "input" in data else data
+    result = await bound.run(bound.new_run(payload, {"kind": "api"}))
+    return result_response(result)
+
+
+async def _reload(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    await daemon.reload()
+    return _json({"status": "reloaded", "counts": daemon.catalog.counts()})

@@ -1,0 +1,294 @@
+"""The catalog of loaded pipelines and the reload semantics of DESIGN.md.
+
+Per file: load (read, parse, validate, compile), check routes, bind the trigger, then swap
+one reference. An invalid edit never replaces a working version (``stale``); a new invalid
+file is ``rejected``. A route claimed twice rejects the second file, naming the first. Work
+is per file: reloading one of 1,000 files touches that one only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from .concurrency import Gate
+from .engine import Bound
+from .errors import ConfigError
+from .loader import Loaded, discover, load_file, pipeline_name
+from .services import Services
+
+log = structlog.get_logger("harkd.catalog")
+
+State = Literal["active", "stale", "rejected"]
+RESERVED = ("/api", "/v1", "/healthz", "/readyz", "/metrics")
+BIND_TIMEOUT = 30.0
+
+
+@dataclass
+class Entry:
+    """One pipeline name: the version serving now (if any) and the state of its file."""
+
+    name: str
+    file: str
+    state: State
+    bound: Bound | None = None
+    errors: tuple[ConfigError, ...] = ()
+    version: int = 0
+    loaded_at: float = 0.0
+    digest: str = ""
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    gate: Gate | None = field(default=None, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        pipeline = self.bound.pipeline if self.bound else None
+        return {
+            "name": self.name,
+            "file": self.file,
+            "state": self.state,
+            "description": pipeline.description if pipeline else "",
+            "trigger": pipeline.trigger.describe() if pipeline else None,
+            "version": self.version,
+            "loaded_at": self.loaded_at,
+            "errors": [e.as_dict() for e in self.errors],
+        }
+
+
+class Catalog:
+    """Pipelines by name and the routes they claim on the listener."""
+
+    def __init__(self, services: Services, folder: Path) -> None:
+        self.services = services
+        self.folder = folder
+        self.entries: dict[str, Entry] = {}
+        self.routes: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self.listeners: list[Callable[[Entry, str], None]] = []
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def route(self, path: str) -> Bound | None:
+        name = self.routes.get(path)
+        entry = self.entries.get(name) if name else None
+        return entry.bound if entry else None
+
+    def bound(self, name: str) -> Bound | None:
+        entry = self.entries.get(name)
+        return entry.bound if entry else None
+
+    def counts(self) -> dict[str, int]:
+        out = {"active": 0, "stale": 0, "rejected": 0}
+        for e in self.entries.values():
+            out[e.state] += 1
+        return out
+
+    def summary(self) -> str:
+        c = self.counts()
+        return f"{c['active']} active, {c['stale']} stale, {c['rejected']} rejected"
+
+    # -- changes ---------------------------------------------------------------------
+
+    async def scan(self) -> None:
+        """Load every file in the folder and drop pipelines whose file is gone."""
+        files = discover(self.folder)
+        present = {str(p) for p in files}
+        for entry in list(self.entries.values()):
+            if entry.file not in present:
+                await self.remove(entry.file)
+        for path in files:
+            await self.sync(path)
+
+    async def changed(self, paths: Iterable[str | Path]) -> None:
+        """Apply file system changes: each path was added, modified or deleted."""
+        for p in sorted({str(x) for x in paths}):
+            if pipeline_name(p) is None or Path(p).parent.resolve() != self.folder.resolve():
+                continue
+            if Path(p).is_file():
+                await self.sync(Path(p))
+            else:
+                await self.remove(p)
+
+    async def sync(self, path: Path) -> Entry | None:
+        """(Re)load one file and apply the outcome."""
+        loaded = await self._settled_load(path)
+        async with self._lock:
+            return await self._apply(loaded)
+
+    async def _settled_load(self, path: Path) -> Loaded:
+        """Load a file; if it fails while it is still being written, wait and load again."""
+        settings = {"listen": self.services.settings.listen,
+                    "loopback": self.services.settings.loopback}
+        for _ in range(5):
+            before = _stamp(path)
+            loaded = load_file(path, registry=self.services.registry, settings=settings)
+            if loaded.pipeline is not None:
+                return loaded
+            await asyncio.sleep(0.03)
+            if _stamp(path) == before:
+                return loaded
+        return loaded
+
+    async def _apply(self, loaded: Loaded) -> Entry | None:
+        name = loaded.name
+        entry = self.entries.get(name)
+        if entry is not None and entry.file != loaded.file:
+            if Path(entry.file).exists():
+                log.warning("pipeline_name_taken", file=loaded.file, other=entry.file)
+                return None
+            await self._remove_entry(entry)
+            entry = None
+        if entry is not None and entry.digest == loaded.digest and entry.state != "rejected":
+            return entry  # touched, not changed
+        if entry is None:
+            entry = Entry(name, loaded.file, "rejected")
+            self.entries[name] = entry
+        entry.digest = loaded.digest
+
+        errors = list(loaded.errors)
+        if loaded.pipeline is not None:
+            errors += self._route_errors(loaded)
+        if not errors:
+            assert loaded.pipeline is not None
+            errors = await self._bind(entry, loaded)
+        if errors:
+            entry.errors = tuple(errors)
+            entry.state = "stale" if entry.bound is not None else "rejected"
+            for err in errors:
+                log.warning("pipeline_invalid", pipeline=name, state=entry.state, error=str(err))
+            self._notify(entry, entry.state)
+        return entry
+
+    def _route_errors(self, loaded: Loaded) -> list[ConfigError]:
+        assert loaded.pipeline is not None
+        trigger = loaded.pipeline.trigger
+        errors = []
+        for route in trigger.routes:
+            owner = self.routes.get(route)
+            where = loaded.at("/trigger")
+            if any(route == r or route.startswith(r + "/") for r in RESERVED):
+                errors.append(ConfigError(f"route {route} is reserved for harkd itself", where))
+            elif owner is not None and owner != loaded.name:
+                other = self.entries[owner].file
+                errors.append(ConfigError(
+                    f"route {route} is already served by pipeline {owner!r} ({other})", where))
+        return errors
+
+    async def _bind(self, entry: Entry, loaded: Loaded) -> list[ConfigError]:
+        assert loaded.pipeline is not None
+        version = entry.version + 1
+        pipeline = dataclasses.replace(loaded.pipeline, version=version, loaded_at=time.time())
+        gate = entry.gate
+        if gate is None or gate.spec != pipeline.concurrency:
+            gate = Gate(pipeline.concurrency)
+        bound = Bound(pipeline, gate, self.services)
+
+        # A long-lived trigger of the old version (a mic, a clock) is stopped first: the new
+        # one may need the same device. Its in-flight runs go on regardless.
+        await _stop(entry.task)
+        entry.task = None
+        started = asyncio.Event()
+        task = asyncio.create_task(pipeline.trigger.serve(bound, started.set),
+                                   name=f"trigger:{entry.name}")
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait({task, waiter}, timeout=BIND_TIMEOUT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not started.is_set():
+            error = _task_error(task) or f"trigger did not start within {BIND_TIMEOUT:g}s"
+            await _stop(task)
+            if entry.bound is not None:  # put the old version's long-lived trigger back
+                entry.task = _restart(entry.bound)
+            return [ConfigError(f"cannot bind trigger: {error}", loaded.at("/trigger"))]
+        entry.task = None if task.done() else task
+
+        old = entry.bound
+        for route in old.pipeline.trigger.routes if old else ():
+            if self.routes.get(route) == entry.name:
+                del self.routes[route]
+        for route in pipeline.trigger.routes:
+            self.routes[route] = entry.name
+        entry.bound, entry.gate, entry.version = bound, gate, version
+        entry.state, entry.errors, entry.loaded_at = "active", (), pipeline.loaded_at
+        entry.file = loaded.file
+        log.info("pipeline_loaded", pipeline=entry.name, version=version,
+                 trigger=pipeline.trigger.kind)
+        self._notify(entry, "active")
+        if old is not None:
+            self.services.spawn(old.drain(self.services.settings.shutdown_timeout))
+        return []
+
+    async def remove(self, file: str) -> None:
+        async with self._lock:
+            name = Path(file).stem
+            entry = self.entries.get(name)
+            if entry is not None and entry.file == file:
+                await self._remove_entry(entry)
+        await self._retry_blocked()
+
+    async def _remove_entry(self, entry: Entry) -> None:
+        del self.entries[entry.name]
+        for route, owner in list(self.routes.items()):
+            if owner == entry.name:
+                del self.routes[route]
+        await _stop(entry.task)
+        if entry.bound is not None:
+            self.services.spawn(entry.bound.drain(self.services.settings.shutdown_timeout))
+        log.info("pipeline_removed", pipeline=entry.name)
+        self._notify(entry, "removed")
+
+    async def _retry_blocked(self) -> None:
+        """A freed route may unblock a file that was rejected for claiming it."""
+        for entry in list(self.entries.values()):
+            if any("already served by" in e.message for e in entry.errors):
+                entry.digest = ""
+                await self.sync(Path(entry.file))
+
+    async def close(self, timeout: float) -> bool:
+        """Stop every long-lived trigger, then wait for in-flight runs."""
+        for entry in self.entries.values():
+            await _stop(entry.task)
+            entry.task = None
+        bounds = [e.bound for e in self.entries.values() if e.bound is not None]
+        results = await asyncio.gather(*(b.drain(timeout) for b in bounds))
+        return all(results)
+
+    def _notify(self, entry: Entry, what: str) -> None:
+        for fn in self.listeners:
+            fn(entry, what)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _task_error(task: asyncio.Task[None]) -> str | None:
+    if not task.done() or task.cancelled():
+        return None
+    exc = task.exception()
+    return f"{type(exc).__name__}: {exc}" if exc else "trigger ended at once"
+
+
+def _restart(bound: Bound) -> asyncio.Task[None] | None:
+    return asyncio.create_task(bound.pipeline.trigger.serve(bound, lambda: None))
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a trigger's failure while stopping is logged only
+        log.warning("trigger_stop_failed", error=f"{type(exc).__name__}: {exc}")

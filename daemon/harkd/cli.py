@@ -1,0 +1,237 @@
+"""The ``harkd`` command line. Thin: each command calls the programmatic API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+EX_CONFIG = 78
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 64
+    try:
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harkd", description="Run AI pipelines written as YAML.")
+    p.add_argument("--version", action="version", version=f"harkd {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="harkd.yaml to use (default: $HARKD_CONFIG, "
+                                         "./harkd.yaml, /etc/harkd/harkd.yaml)")
+        sp.add_argument("--pipelines", help="the pipelines folder")
+
+    r = sub.add_parser("run", help="run the daemon")
+    common(r)
+    r.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8420)")
+    r.add_argument("--state", help="state folder")
+    r.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="validate pipelines and config; exit 78 on errors")
+    common(c)
+    c.add_argument("paths", nargs="*", help="files or folders (default: the pipelines "
+                                            "folder and the config)")
+    c.add_argument("--json", action="store_true", help="print errors as JSON")
+    c.set_defaults(func=cmd_check)
+
+    i = sub.add_parser("invoke", help="run one pipeline once, in-process, print the result")
+    common(i)
+    i.add_argument("name")
+    i.add_argument("--input", default=None, help="JSON input, or - to read it from stdin")
+    i.set_defaults(func=cmd_invoke)
+
+    a = sub.add_parser("ask", help="one question through the router")
+    common(a)
+    a.add_argument("prompt")
+    a.add_argument("--model", default="default", help="model alias (default: default)")
+    a.add_argument("--stream", action="store_true", help="print tokens as they come")
+    a.set_defaults(func=cmd_ask)
+
+    ls = sub.add_parser("list", help="pipelines, triggers and states")
+    common(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--offline", action="store_true", help="do not ask a running daemon")
+    ls.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("schema", help="print the generated JSON Schemas")
+    s.add_argument("--kind", choices=["pipeline", "harkd"], help="print only one")
+    s.add_argument("--write", metavar="DIR", help="write NAME.schema.json files into DIR")
+    s.set_defaults(func=cmd_schema)
+    return p
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from . import logs, settings
+    from .errors import ConfigErrors
+
+    overrides = {"pipelines": getattr(args, "pipelines", None), **extra}
+    try:
+        s = settings.load(getattr(args, "config", None), overrides)
+    except ConfigErrors as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+    logs.configure(getattr(args, "log_level", None) or s.log_level, s.log_format)
+    return s
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon, StartupError
+
+    s = _settings(args, listen=args.listen, state=args.state, log_level=args.log_level)
+    daemon = Daemon(s)
+    try:
+        return asyncio.run(daemon.serve())
+    except StartupError as exc:
+        print(f"harkd: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check
+
+    paths = args.paths
+    loopback = True
+    if not paths:
+        s = _settings(args)
+        paths = [s.pipelines] + ([s.config_file] if s.config_file else [])
+        loopback = s.loopback
+    else:
+        from . import logs
+
+        logs.configure("warning")
+    report = check(paths, loopback=loopback)
+    if args.json:
+        print(json.dumps({"files": report.files,
+                          "errors": [e.as_dict() for e in report.errors]}, indent=2))
+    else:
+        for err in report.errors:
+            print(err)
+        n = len(report.errors)
+        summary = (f"{report.files} file(s) checked, all valid" if report.ok else
+                   f"{report.files} file(s) checked, {n} error(s)")
+        print(summary, file=sys.stderr)
+    return 0 if report.ok else EX_CONFIG
+
+
+def _read_input(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    text = sys.stdin.read() if raw == "-" else raw
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _print_output(output: Any) -> None:
+    if isinstance(output, str):
+        print(output)
+    else:
+        print(json.dumps(output, indent=2, ensure_ascii=False, default=str))
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from .runtime import invoke
+
+    s = _settings(args)
+    result = asyncio.run(invoke(s, args.name, _read_input(args.input)))
+    if not result.ok:
+        print(f"harkd: run {result.run_id} failed: {result.error}", file=sys.stderr)
+        return 1
+    _print_output(result.output)
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from .errors import HarkError
+    from .runtime import ask
+
+    s = _settings(args)
+    try:
+        text = asyncio.run(ask(s, args.prompt, model=args.model, stream=args.stream))
+    except HarkError as exc:
+        print(f"harkd: {exc}", file=sys.stderr)
+        return 1
+    if not args.stream:
+        print(text)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .runtime import list_pipelines
+
+    s = _settings(args)
+    source, items = asyncio.run(list_pipelines(s, offline=args.offline))
+    if args.json:
+        print(json.dumps({"source": source, "pipelines": items}, indent=2, default=str))
+        return 0
+    rows = [("NAME", "STATE", "TRIGGER", "VERSION", "ERRORS")]
+    for p in items:
+        rows.append((p["name"], p["state"], _trigger_text(p.get("trigger")),
+                     str(p.get("version", "")), str(len(p.get("errors") or []))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(f"({source})", file=sys.stderr)
+    for p in items:
+        for e in p.get("errors") or []:
+            print(f"{e['file']}:{e['line']}:{e['column']}: {e['message']}", file=sys.stderr)
+    return 0
+
+
+def _trigger_text(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "-"
+    kind = t.get("kind", "?")
+    detail = t.get("path") or t.get("schedule") or t.get("device") or ""
+    text = f"{kind} {detail}".strip()
+    if t.get("next_fire"):
+        text += f" (next {t['next_fire']})"
+    return text
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from . import registry, schema
+
+    docs = {
+        "pipeline": schema.pipeline_schema(registry.default()),
+        "harkd": schema.config_schema(),
+    }
+    if args.kind:
+        docs = {args.kind: docs[args.kind]}
+    if args.write:
+        out = Path(args.write)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, doc in docs.items():
+            (out / f"{name}.schema.json").write_text(schema.dump(doc))
+        return 0
+    if len(docs) == 1:
+        print(schema.dump(next(iter(docs.values()))), end="")
+    else:
+        print(schema.dump({f"{k}.schema.json": v for k, v in docs.items()}), end="")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main(sys.argv[1:]))
+

@@ -1,0 +1,259 @@
+"""The daemon's lifecycle in one place: start, load, watch, serve, reload, shut down.
+
+:meth:`Daemon.serve` starts the listener, loads every pipeline, reports ready (``/readyz``,
+systemd), then watches the folder and ``harkd.yaml`` until it is told to stop; then it
+stops accepting, lets runs finish within ``shutdown_timeout`` and closes everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from . import __version__, settings as settings_mod
+from .catalog import Catalog
+from .errors import ConfigError, ConfigErrors, HarkError, Position
+from .notify import Notifier
+from .registry import Registry
+from .registry import default as default_registry
+from .services import Services
+from .settings import Settings
+
+log = structlog.get_logger("harkd.daemon")
+
+EX_OK, EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_CONFIG = 0, 64, 66, 69, 78
+
+
+class StartupError(HarkError, OSError):
+    """The daemon cannot start (port in use, unreadable folder). Raised by :meth:`serve`;
+    ``exit_code`` is the sysexits code the CLI exits with."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# aiohttp keys for the objects handlers need
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+
+
+class Daemon:
+    """One harkd: its settings, services, catalog and listener."""
+
+    def __init__(self, settings: Settings, registry: Registry | None = None,
+                 environ: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or default_registry()
+        self.environ = environ
+        self.services = Services(settings, self.registry)
+        self.catalog = Catalog(self.services, settings.pipelines)
+        self.services.catalog = self.catalog
+        self.notifier = Notifier()
+        self.ready = False
+        self.started_at = time.time()
+        self.stop_event = asyncio.Event()
+        self.reloads = 0
+        self.address: tuple[str, int] | None = None
+        #: functions that add routes to the app (admin API, gateway, metrics)
+        self.extensions: list[Callable[[web.Application, Daemon], None]] = []
+
+    # -- the app ---------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body)
+        app[DAEMON] = self
+        app.router.add_get("/healthz", _healthz)
+        app.router.add_get("/readyz", _readyz)
+        from . import api
+
+        api.setup(app, self)
+        for extend in self.extensions:
+            extend(app, self)
+        # Trigger routes change on every reload, so one catch-all looks them up per request.
+        app.router.add_route("*", "/{tail:.*}", _dispatch)
+        return app
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def serve(self, started: Callable[[tuple[str, int]], None] | None = None) -> int:
+        """Run until stopped; returns the exit code. ``started`` gets the bound address
+        once the listener is up and the first load is done."""
+        s = self.settings
+        if not s.loopback and not s.token:
+            raise StartupError(f"refusing to listen on {s.listen} (off loopback) without "
+                               "server.token; set HARKD_TOKEN", EX_CONFIG)
+        folder = s.pipelines
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            os.listdir(folder)
+        except OSError as exc:
+            raise StartupError(f"cannot read pipelines folder {folder}: {exc.strerror}",
+                               EX_NOINPUT) from None
+
+        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None,
+                               shutdown_timeout=s.shutdown_timeout)
+        await runner.setup()
+        site = web.TCPSite(runner, s.host, s.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(f"cannot listen on {s.listen}: {exc.strerror}",
+                               EX_UNAVAILABLE) from None
+        sockets = getattr(site._server, "sockets", None) or []
+        self.address = sockets[0].getsockname()[:2] if sockets else (s.host, s.port)
+        self._install_signals()
+        t0 = time.perf_counter()
+        await self.catalog.scan()
+        self.ready = True
+        log.info("daemon_ready", listen=f"{self.address[0]}:{self.address[1]}",
+                 pipelines=self.catalog.summary(), version=__version__,
+                 load_ms=round((time.perf_counter() - t0) * 1000, 1))
+        self.notifier.ready(self.catalog.summary())
+        self.catalog.listeners.append(lambda _e, _w: self.notifier.status(self.catalog.summary()))
+        if started is not None:
+            started(self.address)
+
+        watcher = asyncio.create_task(self._watch(), name="watcher")
+        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        try:
+            await self.stop_event.wait()
+        finally:
+            log.info("daemon_stopping", timeout=s.shutdown_timeout)
+            self.notifier.stopping()
+            watcher.cancel()
+            watchdog.cancel()
+            await site.stop()  # stop accepting; in-flight requests go on
+            drained = await self.catalog.close(s.shutdown_timeout)
+            await runner.cleanup()
+            await self.services.aclose(timeout=s.shutdown_timeout)
+            self._remove_signals()
+            log.info("daemon_stopped", drained=drained)
+            self.notifier.close()
+        return EX_OK
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    async def reload(self) -> None:
+        """Rescan everything (SIGHUP, ``POST /api/reload``): config first, then files."""
+        self.notifier.reloading()
+        self.reloads += 1
+        try:
+            await self._reload_config()
+            await self.catalog.scan()
+        finally:
+            self.notifier.ready(self.catalog.summary())
+        log.info("daemon_reloaded", pipelines=self.catalog.summary())
+
+    async def _reload_config(self) -> None:
+        path = self.settings.config_file
+        if path is None:
+            return
+        try:
+            new = settings_mod.load(path, _overrides(self.settings), self.environ)
+        except ConfigErrors as exc:
+            for err in exc.errors:
+                log.error("config_invalid", error=str(err))
+            return
+        if new.listen != self.settings.listen or new.pipelines != self.settings.pipelines:
+            log.warning("config_needs_restart", keys="server.listen, pipelines")
+        self.settings = new
+        await self.services.swap_settings(new)
+        log.info("config_reloaded", file=str(path))
+
+    async def _watch(self) -> None:
+        import watchfiles
+
+        folder = self.settings.pipelines.resolve()
+        paths: list[Path] = [folder]
+        config = self.settings.config_file.resolve() if self.settings.config_file else None
+        if config is not None and config.parent != folder:
+            paths.append(config.parent)
+        async for changes in watchfiles.awatch(*paths, watch_filter=None, debounce=400,
+                                               step=15, recursive=False,
+                                               stop_event=self.stop_event):
+            changed = {Path(p) for _, p in changes}
+            try:
+                if config is not None and config in changed:
+                    self.notifier.reloading()
+                    await self._reload_config()
+                    self.notifier.ready(self.catalog.summary())
+                await self.catalog.changed(p for p in changed if p.parent == folder)
+            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad change
+                log.exception("reload_failed")
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
+            loop.add_signal_handler(signal.SIGINT, self._on_stop_signal)
+            loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (tests running a daemon in a thread)
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    def _on_stop_signal(self) -> None:
+        if self.stop_event.is_set():
+            log.warning("daemon_exit_now")
+            os._exit(1)
+        self.stop()
+
+    def _on_hup(self) -> None:
+        self.services.spawn(self.reload())
+
+
+def _overrides(s: Settings) -> dict[str, Any]:
+    return {"listen": s.listen, "pipelines": s.pipelines}
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    if not daemon.ready:
+        return web.json_response({"status": "loading"}, status=503)
+    return web.json_response({"status": "ready", "pipelines": daemon.catalog.counts()})
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    from .triggers.http import error_response
+
+    daemon = request.app[DAEMON]
+    bound = daemon.catalog.route(request.path)
+    if bound is None:
+        return error_response(404, f"no pipeline serves {request.path}")
+    return await bound.pipeline.trigger.handle(request, bound)
+
+
+def config_error_lines(exc: ConfigErrors | ConfigError) -> list[str]:
+    errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
+    return [str(e) for e in errors]
+
+
+__all__ = ["Daemon", "StartupError", "Position"]

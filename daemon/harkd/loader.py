@@ -1,0 +1,113 @@
+"""Turn one pipeline file into a compiled :class:`~harkd.pipeline.Pipeline` or its errors.
+
+Read, parse (with positions), validate, substitute ``${env:...}``, compile. Each stage
+collects every error it can find, so a user sees all the problems of a file at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import registry as reg
+from . import secrets, yamlfile
+from .errors import ConfigError, ConfigErrors, Position
+from .pipeline import Pipeline, compile_pipeline
+from .registry import Registry
+from .validate import validate_pipeline
+
+SUFFIXES = (".yaml", ".yml")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# Editors' swap, backup and temporary files (vim, emacs, JetBrains, rsync, browsers).
+_TEMP = re.compile(r"^(\.|#|~)|(~|\.swp|\.swx|\.tmp|\.bak|\.part|\.crdownload|___jb_\w+___)$")
+
+
+def pipeline_name(path: str | Path) -> str | None:
+    """The pipeline name of a file in the watched folder, or None if it is not one."""
+    p = Path(path)
+    if _TEMP.search(p.name) or p.suffix not in SUFFIXES:
+        return None
+    return p.stem
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The outcome of loading one file: a pipeline, or the errors that stopped it."""
+
+    name: str
+    file: str
+    pipeline: Pipeline | None
+    errors: tuple[ConfigError, ...] = ()
+    digest: str = ""
+    #: where each value of the file is, for errors found after loading (route conflicts)
+    positions: yamlfile.Positions | None = field(default=None, compare=False, repr=False)
+
+    def at(self, ptr: str) -> Position:
+        if self.positions is None:
+            return Position(self.file, 1, 1, ptr)
+        return self.positions.at(ptr, key=True)
+
+
+def load_bytes(
+    file: str,
+    raw: bytes,
+    *,
+    registry: Registry | None = None,
+    environ: Mapping[str, str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Loaded:
+    """Load one pipeline from its bytes; never raises for bad content."""
+    name = Path(file).stem
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    registry = registry or reg.default()
+
+    def failed(errors: list[ConfigError]) -> Loaded:
+        return Loaded(name, file, None, tuple(errors), digest)
+
+    if not _NAME.match(name):
+        return failed([ConfigError(
+            f"pipeline name {name!r} (the file stem) may hold only letters, digits, - and _",
+            Position(file))])
+    try:
+        data, positions = yamlfile.load(file, yamlfile.read_text(file, raw))
+    except ConfigError as exc:
+        return failed([exc])
+    errors = validate_pipeline(data, positions, registry)
+    if errors:
+        return failed(errors)
+    data, errors = secrets.substitute(data, positions, environ)
+    if errors:
+        return failed(errors)
+    try:
+        pipeline = compile_pipeline(name, file, data, positions, registry, digest=digest,
+                                    settings=settings)
+    except ConfigErrors as exc:
+        return failed(exc.errors)
+    return Loaded(name, file, pipeline, (), digest, positions)
+
+
+def load_file(
+    path: str | Path,
+    *,
+    registry: Registry | None = None,
+    environ: Mapping[str, str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Loaded:
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        return Loaded(Path(file).stem, file, None,
+                      (ConfigError(f"cannot read file: {exc.strerror}", Position(file)),))
+    return load_bytes(file, raw, registry=registry, environ=environ, settings=settings)
+
+
+def discover(folder: Path) -> list[Path]:
+    """Pipeline files directly in ``folder``, sorted by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and pipeline_name(p))

@@ -1,0 +1,134 @@
+"""The one registry of step and trigger kinds.
+
+Built-in kinds register through the same entry-point groups that plugins use
+(``harkd.steps`` and ``harkd.triggers``, see ``pyproject.toml``), so a plugin's step is
+validated, documented and autocompleted exactly like a built-in one. An entry point names
+a :class:`StepKind` or :class:`TriggerKind`; importing it must be cheap (heavy libraries are
+imported by the builder, when a pipeline needs them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from .pipeline import Build, Step, Trigger
+
+log = structlog.get_logger("harkd.registry")
+
+STEP_GROUP = "harkd.steps"
+TRIGGER_GROUP = "harkd.triggers"
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """A kind of step: its name, the JSON Schema of its parameters, and its builder.
+
+    ``shorthand`` names the parameter that a plain (non-mapping) value stands for, as in
+    ``template: "Hello"``. ``build`` receives the normalised parameters (always a dict) and
+    returns the compiled step; it raises :class:`~harkd.errors.ConfigError` through
+    ``Build.error`` for problems the schema cannot see.
+    """
+
+    name: str
+    summary: str
+    params: JSON
+    build: Callable[[dict[str, Any], Build], Step]
+    shorthand: str | None = None
+    examples: tuple[Any, ...] = ()
+
+    def schema(self) -> JSON:
+        params = dict(self.params)
+        params.setdefault("description", self.summary)
+        if self.shorthand is None:
+            return params
+        main = self.params.get("properties", {}).get(self.shorthand, {"type": "string"})
+        return {"description": self.summary, "anyOf": [main, params]}
+
+
+@dataclass(frozen=True)
+class TriggerKind:
+    """A kind of trigger: its name, the JSON Schema of its parameters, and its builder."""
+
+    name: str
+    summary: str
+    params: JSON
+    build: Callable[[dict[str, Any], Build], Trigger]
+
+    def schema(self) -> JSON:
+        params = dict(self.params)
+        params.setdefault("description", self.summary)
+        if params.get("type") == "object" and not params.get("required"):
+            params["type"] = ["object", "null"]
+        return params
+
+
+@dataclass
+class Problem:
+    """A plugin that failed to load: reported by ``harkd plugins`` and disabled alone."""
+
+    group: str
+    name: str
+    value: str
+    error: str
+
+
+@dataclass
+class Registry:
+    """Step and trigger kinds by name, plus the entry points that failed."""
+
+    steps: dict[str, StepKind] = field(default_factory=dict)
+    triggers: dict[str, TriggerKind] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def add(self, kind: StepKind | TriggerKind, origin: str = "builtin") -> None:
+        table: dict[str, Any] = self.steps if isinstance(kind, StepKind) else self.triggers
+        table[kind.name] = kind
+        self.origins[f"{type(kind).__name__}:{kind.name}"] = origin
+
+    @classmethod
+    def from_entry_points(cls) -> Registry:
+        registry = cls()
+        for group, expected in ((STEP_GROUP, StepKind), (TRIGGER_GROUP, TriggerKind)):
+            for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+                dist = ep.dist.name if ep.dist is not None else "?"
+                try:
+                    kind = ep.load()
+                except Exception as exc:  # noqa: BLE001 - a broken plugin disables only itself
+                    registry._problem(group, ep.name, ep.value, f"{type(exc).__name__}: {exc}")
+                    continue
+                if not isinstance(kind, expected) or kind.name != ep.name:
+                    registry._problem(group, ep.name, ep.value,
+                                      f"is not a {expected.__name__} named {ep.name!r}")
+                    continue
+                registry.add(kind, origin=dist)
+        return registry
+
+    def _problem(self, group: str, name: str, value: str, error: str) -> None:
+        self.problems.append(Problem(group, name, value, error))
+        log.warning("plugin_failed", group=group, name=name, value=value, error=error)
+
+
+_DEFAULT: Registry | None = None
+
+
+def default() -> Registry:
+    """The process-wide registry, loaded from entry points on first use."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Registry.from_entry_points()
+    return _DEFAULT
+
+
+def builtin(module: str, attr: str) -> Any:
+    """Import ``module:attr`` (for the import-string tables of optional parts)."""
+    return getattr(importlib.import_module(module), attr)

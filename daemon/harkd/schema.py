@@ -1,0 +1,148 @@
+"""Generate the JSON Schemas (draft 2020-12) of pipeline files and ``harkd.yaml``.
+
+Both come from the registry and the settings table, never by hand, so a plugin's step is
+validated and autocompleted like a built-in one. ``schemas/*.json`` in the repository are
+these functions' output; a test fails if they drift.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import durations, settings
+from .pipeline import Concurrency
+from .registry import Registry
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+BASE = "https://harkd.dev/schemas/"
+
+
+def pipeline_schema(registry: Registry) -> dict[str, Any]:
+    step_props: dict[str, Any] = {
+        name: kind.schema() for name, kind in sorted(registry.steps.items())
+    }
+    step_props["as"] = {
+        "type": "string",
+        "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
+        "description": "Store this step's output in vars.NAME.",
+    }
+    step_props["when"] = {
+        "type": ["string", "boolean"],
+        "description": "A Jinja expression; the step is skipped (its input passes on) "
+                       "unless it is true.",
+    }
+    kinds = sorted(registry.steps)
+    step = {
+        "type": "object",
+        "description": "One step: a one-key mapping {STEP: params}, with optional as and when.",
+        "properties": step_props,
+        "additionalProperties": False,
+        "oneOf": [{"required": [k]} for k in kinds],
+    }
+    return {
+        "$schema": DRAFT,
+        "$id": BASE + "pipeline.schema.json",
+        "title": "harkd pipeline",
+        "description": "One pipeline per file; its name is the file stem.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["trigger", "steps"],
+        "properties": {
+            "description": {"type": "string"},
+            "trigger": {
+                "type": "object",
+                "description": "What starts a run: exactly one trigger.",
+                "properties": {
+                    name: kind.schema() for name, kind in sorted(registry.triggers.items())
+                },
+                "additionalProperties": False,
+                "minProperties": 1,
+                "maxProperties": 1,
+            },
+            "concurrency": Concurrency.SCHEMA,
+            "timeout": {**durations.SCHEMA, "description": "Longest a run may take."},
+            "allow_cloud": {
+                "type": "boolean",
+                "default": True,
+                "description": "false: LLM steps use only local deployments.",
+            },
+            "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
+        },
+        "$defs": {"step": step},
+    }
+
+
+
+DEPLOYMENT = {
+    "type": "object",
+    "description": "One deployment of an alias: `local: NAME` (the embedded model) or "
+                   "`model: PROVIDER/NAME` (openai/ and ollama/ go straight to the server; "
+                   "other providers go through LiteLLM).",
+    "properties": {
+        "local": {"type": "string", "description": "Embedded llama.cpp model, e.g. gemma-3-270m."},
+        "model": {"type": "string", "pattern": r"^[^/\s]+/.+$",
+                  "description": "PROVIDER/NAME, e.g. openai/gpt-4o-mini or ollama/llama3.2."},
+        "api_base": {"type": "string", "description": "Base URL of the server."},
+        "api_key": {"type": "string", "description": "API key; use ${env:NAME}."},
+        "weight": {"type": "number", "exclusiveMinimum": 0,
+                   "description": "Share of traffic among entries of one tier."},
+        "tier": {"type": "integer", "minimum": 0,
+                 "description": "Fallback tier; entries of one tier share load by weight."},
+        "timeout": {**durations.SCHEMA, "description": "Total time for one call."},
+        "first_token_timeout": {**durations.SCHEMA,
+                                "description": "Time to the first streamed token."},
+        "rpm": {"type": "integer", "minimum": 1, "description": "Requests per minute."},
+        "tpm": {"type": "integer", "minimum": 1, "description": "Tokens per minute."},
+        "max_concurrent": {"type": "integer", "minimum": 1},
+        "params": {"type": "object", "description": "Extra parameters sent with each request."},
+    },
+    "additionalProperties": False,
+    "oneOf": [{"required": ["local"]}, {"required": ["model"]}],
+}
+
+ROUTER = {
+    "type": "object",
+    "description": "Defaults for every deployment.",
+    "properties": {
+        "timeout": {**durations.SCHEMA, "default": "30s"},
+        "first_token_timeout": {**durations.SCHEMA, "default": "15s"},
+        "retries": {"type": "integer", "minimum": 0, "default": 2},
+        "cooldown": {**durations.SCHEMA, "default": "30s"},
+        "failures": {"type": "integer", "minimum": 1, "default": 3,
+                     "description": "Consecutive failures that start a cooldown."},
+        "queue_timeout": {**durations.SCHEMA, "default": "10s",
+                          "description": "Longest a call waits for a free slot."},
+    },
+    "additionalProperties": True,
+}
+
+
+def config_schema() -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for s in settings.TABLE:
+        node = props
+        *parents, leaf = s.key.split(".")
+        for p in parents:
+            section = node.setdefault(p, {"type": "object", "properties": {},
+                                          "additionalProperties": False})
+            node = section["properties"]
+        node[leaf] = {**s.schema, "description": s.help, "default": s.default}
+    props["models"] = {
+        "type": "object",
+        "description": "Alias -> ordered deployments: a fallback chain.",
+        "additionalProperties": {"type": "array", "minItems": 1, "items": DEPLOYMENT},
+    }
+    props["router"] = ROUTER
+    return {
+        "$schema": DRAFT,
+        "$id": BASE + "harkd.schema.json",
+        "title": "harkd settings",
+        "type": ["object", "null"],
+        "properties": props,
+        "additionalProperties": True,
+    }
+
+
+def dump(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,204 @@
+"""The daemon's settings: one table feeds the defaults, the CLI, the environment, the
+``harkd.yaml`` schema and the README.
+
+:class:`Settings` is an inert value; :func:`load` does the I/O: it finds ``harkd.yaml``,
+validates it with positions, substitutes ``${env:...}``, and applies ``HARKD_*`` variables
+and command-line values on top.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import durations, secrets, yamlfile
+from .errors import ConfigError, ConfigErrors, Position
+
+SIZE_SCHEMA = {"type": "integer", "minimum": 1}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its dotted key in ``harkd.yaml``, default, help and JSON Schema."""
+
+    key: str
+    default: Any
+    help: str
+    schema: dict[str, Any]
+    flag: str | None = None
+    kind: type = str
+
+    @property
+    def attr(self) -> str:
+        """The attribute of :class:`Settings`: ``server.listen`` -> ``listen``."""
+        return self.key.removeprefix("server.").replace(".", "_")
+
+    @property
+    def env(self) -> str:
+        return "HARKD_" + self.attr.upper()
+
+
+TABLE: tuple[Setting, ...] = (
+    Setting("server.listen", "127.0.0.1:8420",
+            "HOST:PORT of the one listener (webhooks, WebSockets, admin API, gateway).",
+            {"type": "string", "pattern": r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$"},
+            flag="--listen"),
+    Setting("server.token", None,
+            "Bearer token for /api and /v1; required when listening off loopback.",
+            {"type": ["string", "null"]}),
+    Setting("server.max_body", 1024 * 1024,
+            "Largest request body in bytes; larger ones get 413.", SIZE_SCHEMA, kind=int),
+    Setting("server.shutdown_timeout", "30s",
+            "How long a shutdown waits for runs to finish.", durations.SCHEMA),
+    Setting("pipelines", "pipelines/", "The watched folder of pipeline files.",
+            {"type": "string"}, flag="--pipelines"),
+    Setting("state", "~/.local/state/harkd",
+            "Folder for the run log, sessions and assembled local models.",
+            {"type": "string"}, flag="--state"),
+    Setting("log.level", "info", "Log level.",
+            {"enum": ["debug", "info", "warning", "error"]}, flag="--log-level"),
+    Setting("log.format", "auto", "Log format: json, console, or auto (console on a TTY).",
+            {"enum": ["auto", "json", "console"]}),
+)
+
+BY_KEY = {s.key: s for s in TABLE}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one daemon. Inert: build it with :func:`load`."""
+
+    listen: str = "127.0.0.1:8420"
+    token: str | None = None
+    max_body: int = 1024 * 1024
+    shutdown_timeout: float = 30.0
+    pipelines: Path = Path("pipelines")
+    state: Path = Path("~/.local/state/harkd").expanduser()
+    log_level: str = "info"
+    log_format: str = "auto"
+    #: alias -> list of deployment mappings, as written (after ${env:} substitution)
+    models: Mapping[str, Any] = field(default_factory=dict)
+    router: Mapping[str, Any] = field(default_factory=dict)
+    #: other top-level sections for plugins and later features (tools, sessions, ...)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def find_config(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
+    """``--config``, then ``HARKD_CONFIG``, then ``./harkd.yaml``, then ``/etc/harkd``."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("HARKD_CONFIG"):
+        return Path(environ["HARKD_CONFIG"])
+    for candidate in (Path("harkd.yaml"), Path("/etc/harkd/harkd.yaml")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_config(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Read, validate and substitute one ``harkd.yaml``; raises ConfigErrors."""
+    from .validate import validate_config
+
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(f"cannot read config: {exc.strerror}",
+                                        Position(name))]) from None
+    try:
+        data, positions = yamlfile.load(name, yamlfile.read_text(name, raw))
+    except ConfigError as exc:
+        raise ConfigErrors([exc]) from None
+    if data is None:
+        return {}
+    errors = validate_config(data, positions)
+    if errors:
+        raise ConfigErrors(errors)
+    data, env_errors = secrets.substitute(data, positions, environ)
+    if env_errors:
+        raise ConfigErrors(env_errors)
+    assert isinstance(data, dict)
+    return data
+
+
+def load(
+    config: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings: command line over ``HARKD_*`` over ``harkd.yaml`` over defaults.
+
+    ``overrides`` maps setting attributes (``listen``, ``pipelines``, ...) to values from
+    the command line; ``None`` values are ignored.
+    """
+    env = os.environ if environ is None else environ
+    path = find_config(config, env)
+    data = read_config(path, env) if path is not None else {}
+    base = path.parent if path is not None else Path(".")
+
+    values: dict[str, Any] = {}
+    for s in TABLE:
+        value: Any = s.default
+        node: Any = data
+        for part in s.key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        path_from_file = node is not None
+        if node is not None:
+            value = node
+        if env.get(s.env) is not None:
+            value, path_from_file = env[s.env], False
+        if overrides and overrides.get(s.attr) is not None:
+            value, path_from_file = overrides[s.attr], False
+        values[s.attr] = _coerce(s, value, base if path_from_file else Path("."))
+    if values["token"]:
+        secrets.REDACTOR.add(values["token"])
+    known = {"server", "pipelines", "state", "log", "models", "router"}
+    return Settings(
+        **values,
+        models=data.get("models") or {},
+        router=data.get("router") or {},
+        extra={k: v for k, v in data.items() if k not in known},
+        config_file=path,
+    )
+
+
+def _coerce(s: Setting, value: Any, base: Path) -> Any:
+    where = f"{s.key} (from {s.env} or the command line)"
+    try:
+        if s.key in ("pipelines", "state"):
+            p = Path(str(value)).expanduser()
+            return p if p.is_absolute() else base / p
+        if s.key == "server.shutdown_timeout":
+            return durations.seconds(value)
+        if s.key == "server.max_body":
+            return int(value)
+        if s.key == "server.listen":
+            split_listen(str(value))
+    except ValueError as exc:
+        raise ConfigErrors([ConfigError(f"{where}: {exc}", Position("<settings>"))]) from None
+    return value

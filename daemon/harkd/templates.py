@@ -1,0 +1,170 @@
+"""Jinja2 templates in a sandbox, compiled once when a pipeline loads.
+
+Templates see ``input``, ``vars``, ``trigger`` and ``run``. They run in Jinja's
+:class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`: no attribute starting with ``_``,
+no mutation of the data they see, no file or network access, and undefined names are
+errors rather than silent blanks (use ``default()`` or ``is defined`` for optional
+fields; ``input.a.b | default(x)`` works even when ``a`` is missing).
+
+A string that is exactly one ``{{ expression }}`` renders to the expression's native value
+(a list stays a list), so ``json: {items: "{{ input.items }}"}`` passes data on unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import ConfigError, Position, StepError
+
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
+_MARKERS = ("{{", "{%", "{#")
+
+
+def _fromjson(text: str) -> Any:
+    return json.loads(text)
+
+
+class Undefined(jinja2.ChainableUndefined, jinja2.StrictUndefined):
+    """Strict when used (printing, testing, iterating raise), but chainable, so
+    ``input.a.b | default('x')`` works when ``a`` is missing."""
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=Undefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["fromjson"] = _fromjson
+    env.filters["json"] = env.filters["tojson"]
+    env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
+    return env
+
+
+ENV = _environment()
+
+
+class Renderable(Protocol):
+    """A compiled value: a template, an expression, a constant or a structure of them."""
+
+    def render(self, context: Mapping[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Constant:
+    value: Any
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Template:
+    """A text template; renders to a string."""
+
+    source: str
+    where: str
+    compiled: jinja2.Template
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        return _guard(self.where, lambda: self.compiled.render(context))
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A Jinja expression; renders to its native value."""
+
+    source: str
+    where: str
+    compiled: Callable[..., Any]
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        value = _guard(self.where, lambda: self.compiled(**context))
+        if isinstance(value, jinja2.Undefined):
+            _guard(self.where, lambda: str(value))
+        return value
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A dict or list whose leaves are renderables."""
+
+    items: tuple[tuple[Any, Renderable], ...]
+    is_list: bool
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        if self.is_list:
+            return [r.render(context) for _, r in self.items]
+        return {k: r.render(context) for k, r in self.items}
+
+
+def _guard(where: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except jinja2.UndefinedError as exc:
+        raise StepError(f"template at {where}: {exc.message}", status=422) from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise StepError(f"template at {where} was refused by the sandbox: {exc}") from None
+    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise StepError(f"template at {where}: {type(exc).__name__}: {exc}") from None
+
+
+def _syntax(exc: jinja2.TemplateSyntaxError, position: Position) -> ConfigError:
+    line = position.line + (exc.lineno - 1 if exc.lineno else 0)
+    return ConfigError(
+        f"template does not compile: {exc.message}",
+        Position(position.file, line, position.column, position.pointer),
+    )
+
+
+def is_template(value: str) -> bool:
+    return any(m in value for m in _MARKERS)
+
+
+def text(source: str, position: Position) -> Renderable:
+    """Compile a text template (a constant if it has no Jinja markers)."""
+    if not is_template(source):
+        return Constant(source)
+    single = _SINGLE.match(source)
+    if single is not None:
+        return expression(single.group("expr"), position)
+    try:
+        return Template(source, position.pointer, ENV.from_string(source))
+    except jinja2.TemplateSyntaxError as exc:
+        raise _syntax(exc, position) from None
+
+
+def expression(source: str, position: Position) -> Renderable:
+    """Compile an expression; ``{{ ... }}`` around it is allowed and ignored."""
+    single = _SINGLE.match(source)
+    body = single.group("expr") if single else source
+    try:
+        return Expression(source, position.pointer, ENV.compile_expression(body.strip(), False))
+    except jinja2.TemplateSyntaxError as exc:
+        raise _syntax(exc, position) from None
+
+
+def value(obj: Any, position: Callable[[str], Position], ptr: str) -> Renderable:
+    """Compile every string leaf of ``obj`` as a text template."""
+    if isinstance(obj, str):
+        return text(obj, position(ptr))
+    if isinstance(obj, dict):
+        items = tuple((k, value(v, position, f"{ptr}/{k}")) for k, v in obj.items())
+        if all(isinstance(r, Constant) for _, r in items):
+            return Constant(obj)
+        return Structure(items, is_list=False)
+    if isinstance(obj, list):
+        items = tuple((i, value(v, position, f"{ptr}/{i}")) for i, v in enumerate(obj))
+        if all(isinstance(r, Constant) for _, r in items):
+            return Constant(obj)
+        return Structure(items, is_list=True)
+    return Constant(obj)

@@ -1,0 +1,222 @@
+"""The ``http`` trigger: a webhook on the shared listener.
+
+A request's body is the run's input (JSON parsed, form fields as a mapping, anything else
+as text; for GET the query). In ``sync`` mode the response is the run's output (a string
+as text, anything else as JSON), or an SSE stream of ``delta`` events then a ``result``
+when the client sends ``Accept: text/event-stream``. In ``async`` mode the answer is 202
+with the run id at once.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
+from ..engine import Bound, Event, RunResult
+from ..registry import TriggerKind
+
+if TYPE_CHECKING:
+    from ..pipeline import Build
+
+HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def error_response(status: int, message: str, run_id: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    """The one error shape of harkd's HTTP surface."""
+    body: dict[str, Any] = {"message": message}
+    if run_id:
+        body["run_id"] = run_id
+    return web.json_response({"error": body}, status=status, headers=headers)
+
+
+def result_response(result: RunResult) -> web.Response:
+    headers = {"X-Harkd-Run-Id": result.run_id}
+    if not result.ok:
+        if result.retry_after is not None:
+            headers["Retry-After"] = str(result.retry_after)
+        return error_response(result.http_status, result.error or "run failed",
+                              result.run_id, headers)
+    if isinstance(result.output, str):
+        return web.Response(text=result.output, content_type="text/plain",
+                            charset="utf-8", headers=headers)
+    if isinstance(result.output, bytes | bytearray):
+        return web.Response(body=bytes(result.output), headers=headers,
+                            content_type="application/octet-stream")
+    return web.json_response(result.output, headers=headers, dumps=_dumps)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes with 413."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = bytearray()
+    while chunk := await request.content.read(65536):
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)
+
+
+def parse_body(request: web.Request, body: bytes) -> Any:
+    """Decode a body by its content type; raises ValueError with a message."""
+    if request.method in ("GET", "HEAD", "DELETE") and not body:
+        return dict(request.query)
+    if not body:
+        return None
+    ctype = request.content_type
+    text = body.decode(request.charset or "utf-8", errors="strict")
+    if ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                             f"column {exc.colno}") from None
+    if ctype == "application/x-www-form-urlencoded":
+        return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
+    return text
+
+
+def trigger_data(request: web.Request, kind: str = "http") -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "method": request.method,
+        "path": request.path,
+        "query": dict(request.query),
+        "headers": {k: v for k, v in request.headers.items()
+                    if k.lower() not in HIDDEN_HEADERS},
+        "remote": request.remote,
+    }
+
+
+@dataclass(frozen=True)
+class HttpTrigger:
+    """A compiled webhook."""
+
+    path: str
+    methods: tuple[str, ...]
+    response: str
+    auth: Auth
+    max_body: int
+    kind: str = "http"
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        return (self.path,)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "http", "path": self.path, "methods": list(self.methods),
+                "response": self.response, "auth": self.auth.describe()}
+
+    async def serve(self, bound: Bound, started: Callable[[], None]) -> None:
+        started()
+
+    async def handle(self, request: web.Request, bound: Bound) -> web.StreamResponse:
+        if request.method not in self.methods:
+            return error_response(405, f"method {request.method} is not allowed here; use "
+                                  + ", ".join(self.methods), headers={"Allow": ",".join(self.methods)})
+        try:
+            body = await read_body(request, self.max_body)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, f"body is larger than {self.max_body:,} bytes")
+        try:
+            self.auth.check(request.headers, request.query, body)
+        except Unauthorized as exc:
+            return error_response(401, str(exc),
+                                  headers={"WWW-Authenticate": "Bearer"}
+                                  if self.auth.kind == "bearer" else None)
+        try:
+            data = parse_body(request, body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return error_response(400, str(exc))
+
+        trigger = trigger_data(request)
+        if self.response == "async":
+            run = bound.new_run(data, trigger)
+            bound.services.spawn(bound.run(run))
+            return web.json_response({"run_id": run.id, "status": "accepted"}, status=202,
+                                     headers={"X-Harkd-Run-Id": run.id,
+                                              "Location": f"/api/runs/{run.id}"})
+        if "text/event-stream" in request.headers.get("Accept", ""):
+            return await stream_sse(request, bound, data, trigger)
+        result = await bound.run(bound.new_run(data, trigger))
+        return result_response(result)
+
+
+async def stream_sse(request: web.Request, bound: Bound, data: Any,
+                     trigger: dict[str, Any]) -> web.StreamResponse:
+    """Run with deltas sent as server-sent events, then the result or error event."""
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    })
+    run_holder: dict[str, str] = {}
+
+    async def emit(event: Event) -> None:
+        if event.get("type") != "delta":
+            return
+        if not response.prepared:
+            response.headers["X-Harkd-Run-Id"] = run_holder["id"]
+            await response.prepare(request)
+        await response.write(b"data: " + _dumps(event).encode() + b"\n\n")
+
+    run = bound.new_run(data, trigger, emit, streaming=True)
+    run_holder["id"] = run.id
+    result = await bound.run(run)
+    if not response.prepared:
+        if not result.ok:
+            return result_response(result)
+        response.headers["X-Harkd-Run-Id"] = run.id
+        await response.prepare(request)
+    final: dict[str, Any] = (
+        {"type": "result", "output": result.output, "run_id": run.id} if result.ok
+        else {"type": "error", "message": result.error, "run_id": run.id}
+    )
+    await response.write(b"data: " + _dumps(final).encode() + b"\n\n")
+    await response.write_eof()
+    return response
+
+
+PARAMS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "path": {"type": "string", "pattern": "^/[^\\s?#]*$",
+                 "description": "URL path; default /hooks/<name>."},
+        "methods": {"type": "array", "minItems": 1, "uniqueItems": True,
+                    "items": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+                    "default": ["POST"]},
+        "response": {"enum": ["sync", "async"], "default": "sync",
+                     "description": "sync: answer with the run's output; async: 202 at once."},
+        "auth": AUTH_SCHEMA,
+        "max_body": {"type": "integer", "minimum": 1,
+                     "description": "Largest body in bytes (default: server.max_body)."},
+    },
+}
+
+
+def build(params: dict[str, Any], b: Build) -> HttpTrigger:
+    if "auth" not in params and not b.settings.get("loopback", True):
+        b.error("", "this daemon listens off loopback: give the trigger an explicit auth "
+                    "(auth: none to allow anyone)")
+    return HttpTrigger(
+        path=params.get("path", f"/hooks/{b.name}"),
+        methods=tuple(params.get("methods", ["POST"])),
+        response=params.get("response", "sync"),
+        auth=build_auth(params.get("auth"), lambda v: b.seconds("auth", v)),
+        max_body=int(params.get("max_body", b.settings.get("max_body", 1024 * 1024))),
+    )
+
+
+HTTP = TriggerKind("http", "A webhook on the daemon's listener.", PARAMS, build)

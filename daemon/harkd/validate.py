@@ -1,0 +1,204 @@
+"""Validate pipeline and config data against the generated schemas, with positions.
+
+jsonschema finds the errors; this module turns each into a
+:class:`~harkd.errors.ConfigError` that points at the offending key or value and reads as a
+person would write it: "unknown step 'templat'; did you mean 'template'?".
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from . import schema
+from .errors import ConfigError
+from .pipeline import STEP_META
+from .registry import Registry
+from .yamlfile import Positions, pointer
+
+_TYPE_NAMES = {
+    "object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+    "number": "a number", "boolean": "true or false", "null": "empty",
+}
+_PY_TYPES = {
+    dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+    float: "number", type(None): "null",
+}
+
+
+_PIPELINE: dict[int, tuple[Registry, jsonschema.Draft202012Validator]] = {}
+
+
+def _pipeline_validator(registry: Registry) -> jsonschema.Draft202012Validator:
+    hit = _PIPELINE.get(id(registry))
+    if hit is None or hit[0] is not registry:
+        hit = (registry, jsonschema.Draft202012Validator(schema.pipeline_schema(registry)))
+        _PIPELINE[id(registry)] = hit
+    return hit[1]
+
+
+@functools.cache
+def _config_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema.config_schema())
+
+
+def validate_pipeline(
+    data: Any, positions: Positions, registry: Registry | None = None
+) -> list[ConfigError]:
+    """Every schema error of one pipeline document, each with its position."""
+    if data is None:
+        return [ConfigError("file is empty; a pipeline needs a trigger and steps",
+                            positions.at(""))]
+    from . import registry as reg
+
+    validator = _pipeline_validator(registry or reg.default())
+    errors = list(_shape(validator.iter_errors(data), positions))
+    return _dedupe(errors)
+
+
+def validate_config(data: Any, positions: Positions) -> list[ConfigError]:
+    return _dedupe(list(_shape(_config_validator().iter_errors(data), positions)))
+
+
+def _dedupe(errors: list[ConfigError]) -> list[ConfigError]:
+    seen: set[tuple[int, int, str]] = set()
+    out = []
+    for e in sorted(errors, key=lambda e: (e.line, e.column)):
+        key = (e.line, e.column, e.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
+
+
+def _type_of(value: Any) -> str:
+    return _PY_TYPES.get(type(value), type(value).__name__)
+
+
+def _expected(schema_: Any) -> str:
+    if not isinstance(schema_, dict):
+        return "a valid value"
+    if "enum" in schema_:
+        return "one of " + ", ".join(repr(v) for v in schema_["enum"])
+    t = schema_.get("type")
+    if isinstance(t, list):
+        return " or ".join(_TYPE_NAMES.get(x, x) for x in t)
+    if isinstance(t, str):
+        return _TYPE_NAMES.get(t, t)
+    for key in ("anyOf", "oneOf"):
+        if key in schema_:
+            return " or ".join(_expected(s) for s in schema_[key])
+    return "a valid value"
+
+
+def _where(path: Iterable[Any]) -> str:
+    parts = list(path)
+    if len(parts) >= 2 and parts[0] == "steps":
+        return f"step {parts[1] + 1}" + (f" ({parts[2]})" if len(parts) > 2 else "")
+    return "/".join(str(p) for p in parts) or "the file"
+
+
+def _shape(errors: Iterable[ValidationError], positions: Positions) -> Iterable[ConfigError]:
+    for err in errors:
+        yield from _one(err, positions)
+
+
+def _one(err: ValidationError, positions: Positions) -> Iterable[ConfigError]:
+    path = list(err.absolute_path)
+    ptr = pointer(path)
+    instance, validator, sch = err.instance, err.validator, err.schema
+
+    if validator == "additionalProperties" and isinstance(instance, dict):
+        allowed = list(sch.get("properties", {}))
+        for key in instance:
+            if key in allowed:
+                continue
+            is_step_item = len(path) == 2 and path[0] == "steps"
+            if is_step_item:
+                what, choices = "step", [k for k in allowed if k not in STEP_META]
+            elif path == ["trigger"]:
+                what, choices = "trigger", allowed
+            else:
+                what, choices = "key", allowed
+            msg = f"unknown {what} {key!r}"
+            if path and not is_step_item and path != ["trigger"]:
+                msg += f" in {_where(path)}"
+            close = difflib.get_close_matches(str(key), choices, n=1, cutoff=0.6)
+            if close:
+                msg += f"; did you mean {close[0]!r}?"
+            else:
+                msg += "; expected one of " + ", ".join(sorted(choices))
+            yield ConfigError(msg, positions.at(pointer([*path, key]), key=True))
+        return
+
+    if validator == "oneOf" and len(path) == 2 and path[0] == "steps" and isinstance(instance, dict):
+        kinds = [k for k in instance if k not in STEP_META]
+        if not kinds:
+            if not [k for k in instance if k not in sch.get("properties", {})]:
+                yield ConfigError(
+                    f"step {path[1] + 1} names no step; add one of: "
+                    + ", ".join(k for k in sch.get("properties", {}) if k not in STEP_META),
+                    positions.at(ptr))
+        elif len(kinds) > 1:
+            yield ConfigError(
+                f"step {path[1] + 1} holds several steps ({', '.join(map(repr, kinds))}); "
+                "each list item is one step (is a '-' missing?)",
+                positions.at(pointer([*path, kinds[1]]), key=True))
+        return
+
+    if validator in ("anyOf", "oneOf"):
+        # Descend into the branch whose type matches what the user wrote.
+        want = _type_of(instance)
+        for index, branch_errors in _branches(err):
+            branch = sch[validator][index]
+            t = branch.get("type") if isinstance(branch, dict) else None
+            types = t if isinstance(t, list) else [t]
+            if want in types or (want == "integer" and "number" in types):
+                for sub in branch_errors:
+                    yield from _one(sub, positions)
+                return
+        yield ConfigError(
+            f"{_where(path)} must be {_expected(sch)}, not {_TYPE_NAMES.get(want, want)}",
+            positions.at(ptr))
+        return
+
+    if validator == "required":
+        missing = [k for k in err.validator_value if k not in instance]
+        for key in missing:
+            yield ConfigError(f"{_where(path)} is missing required key {key!r}",
+                              positions.at(ptr))
+        return
+
+    if validator == "type":
+        yield ConfigError(
+            f"{_where(path)} must be {_expected(sch)}, not "
+            f"{_TYPE_NAMES.get(_type_of(instance), _type_of(instance))}", positions.at(ptr))
+        return
+
+    if validator == "enum":
+        msg = f"{_where(path)} is {instance!r}; expected {_expected(sch)}"
+        close = difflib.get_close_matches(str(instance), [str(v) for v in sch["enum"]], n=1)
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
+        yield ConfigError(msg, positions.at(ptr))
+        return
+
+    if validator in ("minProperties", "maxProperties") and path == ["trigger"]:
+        yield ConfigError("trigger must name exactly one trigger, e.g. trigger: {http: {}}",
+                          positions.at(ptr))
+        return
+
+    yield ConfigError(f"{_where(path)}: {err.message}", positions.at(ptr))
+
+
+def _branches(err: ValidationError) -> list[tuple[int, list[ValidationError]]]:
+    by_branch: dict[int, list[ValidationError]] = {}
+    for sub in err.context or ():
+        index = sub.relative_schema_path[0] if sub.relative_schema_path else 0
+        by_branch.setdefault(int(index), []).append(sub)
+    return sorted(by_branch.items())
