@@ -122,8 +122,8 @@ class Catalog:
 
     async def _settled_load(self, path: Path) -> Loaded:
         """Load a file; if it fails while it is still being written, wait and load again."""
-        settings = {"listen": self.services.settings.listen,
-                    "loopback": self.services.settings.loopback}
+        s = self.services.settings
+        settings = {"listen": s.listen, "loopback": s.loopback, "max_body": s.max_body}
         for _ in range(5):
             before = _stamp(path)
             loaded = load_file(path, registry=self.services.registry, settings=settings)

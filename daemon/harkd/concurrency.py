@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from .errors import Busy
 from .pipeline import Concurrency
@@ -21,7 +22,7 @@ class Gate:
 
     def __init__(self, spec: Concurrency) -> None:
         self.spec = spec
-        self.active: set[asyncio.Task[object]] = set()
+        self.active: set[asyncio.Task[Any]] = set()
         self.waiting = 0
         self._free = asyncio.Semaphore(spec.max)
 
@@ -31,8 +32,8 @@ class Gate:
         mode = self.spec.mode
         if mode == "restart":
             # The cancelled run frees its slot as it unwinds; acquire() below waits for it.
-            for task in list(self.active):
-                task.cancel(RESTARTED)
+            for older in list(self.active):
+                older.cancel(RESTARTED)
         elif self._free.locked():
             if mode != "queue":
                 raise Busy(f"pipeline is busy ({len(self.active)} of {self.spec.max} runs "

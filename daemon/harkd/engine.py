@@ -263,7 +263,7 @@ class Bound:
             message = REDACTOR(str(exc))
             log.warning("run_failed", error=message, step=_failed_step(run))
             return done("error", error=message, http_status=500)
-        except Exception as exc:  # noqa: BLE001 - the run boundary records every failure
+        except Exception as exc:
             message = REDACTOR(f"internal error in step {_failed_step(run)}: "
                                f"{type(exc).__name__}: {exc}")
             log.exception("run_crashed", step=_failed_step(run))

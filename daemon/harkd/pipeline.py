@@ -47,8 +47,11 @@ class Trigger(Protocol):
     ``started()`` once it is up. Route-only triggers call ``started()`` and return.
     """
 
-    kind: str
-    routes: tuple[str, ...]
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def routes(self) -> tuple[str, ...]: ...
 
     def describe(self) -> dict[str, Any]: ...
 

@@ -58,6 +58,12 @@ TABLE: tuple[Setting, ...] = (
     Setting("state", "~/.local/state/harkd",
             "Folder for the run log, sessions and assembled local models.",
             {"type": "string"}, flag="--state"),
+    Setting("runs.keep", 10000, "Runs the run log keeps; older ones are deleted.",
+            SIZE_SCHEMA, kind=int),
+    Setting("runs.max_age", "720h", "Longest the run log keeps a run.", durations.SCHEMA),
+    Setting("runs.max_field", 8192,
+            "Largest input or output (JSON characters) the run log stores; longer ones "
+            "are truncated.", SIZE_SCHEMA, kind=int),
     Setting("log.level", "info", "Log level.",
             {"enum": ["debug", "info", "warning", "error"]}, flag="--log-level"),
     Setting("log.format", "auto", "Log format: json, console, or auto (console on a TTY).",
@@ -76,9 +82,12 @@ class Settings:
     max_body: int = 1024 * 1024
     shutdown_timeout: float = 30.0
     pipelines: Path = Path("pipelines")
-    state: Path = Path("~/.local/state/harkd").expanduser()
+    state: Path = field(default_factory=lambda: Path("~/.local/state/harkd").expanduser())
     log_level: str = "info"
     log_format: str = "auto"
+    runs_keep: int = 10000
+    runs_max_age: float = 720 * 3600.0
+    runs_max_field: int = 8192
     #: alias -> list of deployment mappings, as written (after ${env:} substitution)
     models: Mapping[str, Any] = field(default_factory=dict)
     router: Mapping[str, Any] = field(default_factory=dict)
@@ -177,7 +186,7 @@ def load(
         values[s.attr] = _coerce(s, value, base if path_from_file else Path("."))
     if values["token"]:
         secrets.REDACTOR.add(values["token"])
-    known = {"server", "pipelines", "state", "log", "models", "router"}
+    known = {"server", "pipelines", "state", "log", "models", "router", "runs"}
     return Settings(
         **values,
         models=data.get("models") or {},
@@ -193,9 +202,9 @@ def _coerce(s: Setting, value: Any, base: Path) -> Any:
         if s.key in ("pipelines", "state"):
             p = Path(str(value)).expanduser()
             return p if p.is_absolute() else base / p
-        if s.key == "server.shutdown_timeout":
+        if s.key in ("server.shutdown_timeout", "runs.max_age"):
             return durations.seconds(value)
-        if s.key == "server.max_body":
+        if s.key in ("server.max_body", "runs.keep", "runs.max_field"):
             return int(value)
         if s.key == "server.listen":
             split_listen(str(value))

@@ -32,7 +32,7 @@ from .daemon import Daemon
 from .settings import Settings
 
 __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",
-           "spawn_daemon", "wait_until"]
+           "serve_app", "spawn_daemon", "wait_until"]
 
 
 def free_port() -> int:
@@ -54,6 +54,28 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(routes: Mapping[str, Any], method: str = "*") -> AsyncIterator[str]:
+    """Serve ``{path: handler}`` on a free loopback port (a scripted peer for a test:
+    a slow endpoint, a failing one); yields its base URL. Handlers still running at the
+    end are cancelled rather than waited for."""
+    from aiohttp import web
+
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else 0
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 @dataclass
@@ -130,7 +152,8 @@ async def run_daemon(
     daemon = Daemon(settings, environ=env)
     started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(daemon.serve(started.set_result))
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {task, started}
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()  # raises the startup error
     host, port = started.result()

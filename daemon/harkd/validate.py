@@ -31,6 +31,27 @@ _PY_TYPES = {
 }
 
 
+#: Keys that older harkd versions spelled differently: the place (a path with ``*`` for
+#: list indexes, "" for the top level) -> old key -> new key. One table serves pipeline
+#: files and ``harkd.yaml``; a hint is given only where the new key is valid.
+RENAMED: dict[str, dict[str, str]] = {
+    "": {"on": "trigger", "actions": "steps", "limits": "concurrency",
+         "pipelines_dir": "pipelines", "state_dir": "state"},
+    "trigger": {"webhook": "http", "schedule": "cron", "ws": "websocket",
+                "microphone": "mic"},
+    "steps/*": {"output": "as", "if": "when", "render": "template", "request": "http",
+                "call": "pipeline"},
+    "concurrency": {"limit": "max", "policy": "mode"},
+    "server": {"bind": "listen", "auth_token": "token"},
+}
+
+
+def renamed_key(path: Iterable[Any], key: str) -> str | None:
+    """The new name of ``key`` at ``path`` if an older harkd called it ``key``."""
+    place = "/".join("*" if isinstance(p, int) else str(p) for p in path)
+    return RENAMED.get(place, {}).get(key)
+
+
 _PIPELINE: dict[int, tuple[Registry, jsonschema.Draft202012Validator]] = {}
 
 
@@ -87,7 +108,7 @@ def _expected(schema_: Any) -> str:
         return "one of " + ", ".join(repr(v) for v in schema_["enum"])
     t = schema_.get("type")
     if isinstance(t, list):
-        return " or ".join(_TYPE_NAMES.get(x, x) for x in t)
+        return " or ".join(_TYPE_NAMES.get(str(x), str(x)) for x in t)
     if isinstance(t, str):
         return _TYPE_NAMES.get(t, t)
     for key in ("anyOf", "oneOf"):
@@ -109,9 +130,11 @@ def _shape(errors: Iterable[ValidationError], positions: Positions) -> Iterable[
 
 
 def _one(err: ValidationError, positions: Positions) -> Iterable[ConfigError]:
-    path = list(err.absolute_path)
+    path: list[Any] = list(err.absolute_path)
     ptr = pointer(path)
-    instance, validator, sch = err.instance, err.validator, err.schema
+    instance: Any = err.instance
+    validator: Any = err.validator
+    sch: dict[str, Any] = err.schema if isinstance(err.schema, dict) else {}
 
     if validator == "additionalProperties" and isinstance(instance, dict):
         allowed = list(sch.get("properties", {}))
@@ -128,15 +151,21 @@ def _one(err: ValidationError, positions: Positions) -> Iterable[ConfigError]:
             msg = f"unknown {what} {key!r}"
             if path and not is_step_item and path != ["trigger"]:
                 msg += f" in {_where(path)}"
+            renamed = renamed_key(path, str(key))
             close = difflib.get_close_matches(str(key), choices, n=1, cutoff=0.6)
-            if close:
+            if renamed is not None and renamed in allowed:
+                msg = (f"{key!r} was renamed to {renamed!r}"
+                       + (f" in {_where(path)}" if path else "")
+                       + f"; write {renamed!r} instead")
+            elif close:
                 msg += f"; did you mean {close[0]!r}?"
             else:
                 msg += "; expected one of " + ", ".join(sorted(choices))
             yield ConfigError(msg, positions.at(pointer([*path, key]), key=True))
         return
 
-    if validator == "oneOf" and len(path) == 2 and path[0] == "steps" and isinstance(instance, dict):
+    step_item = len(path) == 2 and path[0] == "steps"
+    if validator == "oneOf" and step_item and isinstance(instance, dict):
         kinds = [k for k in instance if k not in STEP_META]
         if not kinds:
             if not [k for k in instance if k not in sch.get("properties", {})]:
@@ -168,8 +197,11 @@ def _one(err: ValidationError, positions: Positions) -> Iterable[ConfigError]:
         return
 
     if validator == "required":
-        missing = [k for k in err.validator_value if k not in instance]
+        required: Any = err.validator_value
+        missing = [k for k in required if k not in instance]
         for key in missing:
+            if difflib.get_close_matches(key, [str(k) for k in instance], n=1, cutoff=0.6):
+                continue  # the unknown-key error already says "did you mean"
             yield ConfigError(f"{_where(path)} is missing required key {key!r}",
                               positions.at(ptr))
         return

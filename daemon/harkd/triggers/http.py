@@ -123,8 +123,9 @@ class HttpTrigger:
 
     async def handle(self, request: web.Request, bound: Bound) -> web.StreamResponse:
         if request.method not in self.methods:
+            allowed = ", ".join(self.methods)
             return error_response(405, f"method {request.method} is not allowed here; use "
-                                  + ", ".join(self.methods), headers={"Allow": ",".join(self.methods)})
+                                  f"{allowed}", headers={"Allow": ",".join(self.methods)})
         try:
             body = await read_body(request, self.max_body)
         except web.HTTPRequestEntityTooLarge:

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from harkd import yamlfile
+from harkd.errors import ConfigError
+
+
+def test_positions_point_at_keys_and_values() -> None:
+    text = "trigger:\n  http:\n    path: /x\nsteps:\n  - template: hi\n"
+    data, pos = yamlfile.load("f.yaml", text)
+    assert data["steps"][0]["template"] == "hi"
+    assert pos.at("/trigger/http/path").line == 3
+    assert pos.at("/trigger/http/path").column == 11
+    assert pos.at("/trigger/http/path", key=True).column == 5
+    assert pos.at("/steps/0/template").line == 5
+    # unknown pointers fall back to their nearest known ancestor
+    assert pos.at("/steps/0/template/nope").line == 5
+
+
+def test_syntax_error_has_line_and_column() -> None:
+    with pytest.raises(ConfigError) as info:
+        yamlfile.load("bad.yaml", "steps:\n  - template: [unclosed\n")
+    err = info.value
+    assert err.file == "bad.yaml"
+    assert err.line == 3 or err.line == 2
+    assert "YAML syntax error" in err.message
+    assert str(err).startswith(f"bad.yaml:{err.line}:{err.column}: ")
+
+
+def test_duplicate_keys_are_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        yamlfile.load("d.yaml", "a: 1\nb: 2\na: 3\n")
+    assert "duplicate key 'a'" in info.value.message
+    assert (info.value.line, info.value.column) == (3, 1)
+
+
+def test_empty_document_is_none() -> None:
+    assert yamlfile.load("e.yaml", "")[0] is None
+    assert yamlfile.load("e.yaml", "# only a comment\n")[0] is None
+
+
+def test_binary_large_and_non_utf8_files_are_refused() -> None:
+    with pytest.raises(ConfigError, match="binary"):
+        yamlfile.read_text("b.yaml", b"\x89PNG\x00\x01")
+    with pytest.raises(ConfigError, match="limited to"):
+        yamlfile.read_text("big.yaml", b"a: b\n" * (yamlfile.MAX_FILE_BYTES // 4))
+    with pytest.raises(ConfigError, match="UTF-8") as info:
+        yamlfile.read_text("l1.yaml", b"a: 1\nb: caf\xe9\n")
+    assert info.value.line == 2
+
+
+def test_alias_bomb_stops_early() -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, 9):
+        refs = ", ".join([f"*a{i - 1}"] * 10)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    with pytest.raises(ConfigError, match="expands to more than"):
+        yamlfile.load("bomb.yaml", "\n".join(lines) + "\n")
