@@ -26,13 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from structlog.testing import capture_logs
+import structlog
 
 from .daemon import Daemon
 from .settings import Settings
 
 __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",
            "serve_app", "spawn_daemon", "wait_until"]
+
+
+@contextlib.contextmanager
+def capture_logs() -> Iterator[list[dict[str, Any]]]:
+    """Capture structlog events as dicts, with the run's context (pipeline, run_id)."""
+    with structlog.testing.capture_logs(
+        processors=[structlog.contextvars.merge_contextvars]
+    ) as logs:
+        yield logs  # type: ignore[misc]
 
 
 def free_port() -> int:
