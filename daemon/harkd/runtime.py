@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import os
+import threading
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
 from .catalog import Catalog
-from .engine import RunResult
+from .engine import EventSink, RunResult
 from .registry import default as default_registry
 from .services import Services
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+T = TypeVar("T")
 
 
 async def invoke(settings: Settings, name: str, data: Any = None) -> RunResult:
@@ -79,3 +88,84 @@ async def list_pipelines(settings: Settings, *, offline: bool = False
     finally:
         await catalog.close(1.0)
         await services.aclose()
+
+
+class Runtime:
+    """Services for harkd used as a library: one router and HTTP pool per event loop.
+
+    Blocking calls run on a private event-loop thread, so they work both in plain scripts
+    and inside a running loop (a notebook) without deadlocks; async calls use the
+    caller's loop.
+    """
+
+    def __init__(self, settings: Settings | None = None, *,
+                 config: str | os.PathLike[str] | None = None) -> None:
+        self._settings = settings
+        self._config = config
+        self._services: dict[int, Services] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from . import settings as settings_mod
+
+            self._settings = settings_mod.load(self._config)
+        return self._settings
+
+    def services(self) -> Services:
+        """The services of the running event loop (created on first use in it)."""
+        loop = asyncio.get_running_loop()
+        found = self._services.get(id(loop))
+        if found is None:
+            found = Services(self.settings, default_registry())
+            self._services[id(loop)] = found
+        return found
+
+    async def run_pipeline(self, pipeline: Pipeline, data: Any = None,
+                           emit: EventSink | None = None) -> RunResult:
+        from .concurrency import Gate
+        from .engine import Bound
+
+        bound = Bound(pipeline, Gate(pipeline.concurrency), self.services())
+        return await bound.run(bound.new_run(data, {"kind": "python"}, emit,
+                                             streaming=emit is not None))
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine to completion on the runtime's own loop thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._thread_loop()).result()
+
+    def _thread_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="harkd-runtime",
+                                 daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    async def aclose(self) -> None:
+        """Close the services of the running loop."""
+        loop = asyncio.get_running_loop()
+        services = self._services.pop(id(loop), None)
+        if services is not None:
+            await services.aclose()
+
+    def close(self) -> None:
+        """Close everything, the private loop too (blocking)."""
+        if self._loop is not None:
+            self.call(self.aclose())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
+
+
+_DEFAULT: Runtime | None = None
+
+
+def default_runtime() -> Runtime:
+    """The process-wide runtime, configured from ``harkd.yaml`` as the daemon would be."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Runtime()
+    return _DEFAULT
