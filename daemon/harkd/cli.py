@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 64
+    from . import logs
+
+    logs.configure("warning")  # until a command reads its settings: warnings to stderr
     try:
         code: int = args.func(args)
         return code
@@ -72,8 +75,31 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--offline", action="store_true", help="do not ask a running daemon")
     ls.set_defaults(func=cmd_list)
 
+    rn = sub.add_parser("runs", help="the running daemon's run log, newest first")
+    common(rn)
+    rn.add_argument("name", nargs="?", help="only this pipeline's runs")
+    rn.add_argument("--status", choices=["ok", "error", "cancelled", "busy", "running",
+                                         "interrupted"])
+    rn.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    rn.add_argument("--id", help="show one run in full")
+    rn.add_argument("--json", action="store_true")
+    rn.set_defaults(func=cmd_runs)
+
+    h = sub.add_parser("health", help="probe a running daemon's /healthz; exit 0 if healthy")
+    h.add_argument("--config", help="harkd.yaml whose server.listen to probe")
+    h.add_argument("--url", help="URL to probe (default: /healthz of server.listen)")
+    h.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    h.add_argument("--quiet", "-q", action="store_true", help="print nothing when healthy")
+    h.set_defaults(func=cmd_health)
+
+    pl = sub.add_parser("plugins", help="installed steps and triggers, and plugins that failed")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins)
+
     s = sub.add_parser("schema", help="print the generated JSON Schemas")
     s.add_argument("--kind", choices=["pipeline", "harkd"], help="print only one")
+    s.add_argument("--builtin", action="store_true",
+                   help="only harkd's own kinds (as the repository's schemas/ holds)")
     s.add_argument("--write", metavar="DIR", help="write NAME.schema.json files into DIR")
     s.set_defaults(func=cmd_schema)
     return p
@@ -199,6 +225,33 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    import datetime
+
+    from .runtime import DaemonUnreachable, list_runs
+
+    s = _settings(args)
+    try:
+        data = asyncio.run(list_runs(s, pipeline=args.name, status=args.status,
+                                     limit=args.limit, run_id=args.id))
+    except DaemonUnreachable as exc:
+        print(f"harkd: {exc}", file=sys.stderr)
+        return 69  # EX_UNAVAILABLE
+    if args.json or args.id:
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        return 0
+    rows = [("ID", "PIPELINE", "TRIGGER", "STARTED", "STATUS", "MS", "ERROR")]
+    for r in data["runs"]:
+        started = datetime.datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M:%S")
+        ms = "" if r["duration_ms"] is None else f"{r['duration_ms']:.1f}"
+        rows.append((r["id"], r["pipeline"], r["trigger"] or "-", started, r["status"], ms,
+                     (r["error"] or "")[:60]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
 def _trigger_text(t: dict[str, Any] | None) -> str:
     if not t:
         return "-"
@@ -210,11 +263,25 @@ def _trigger_text(t: dict[str, Any] | None) -> str:
     return text
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    from . import health
+
+    url = args.url or health.healthz_url(_settings(args))
+    result = health.probe(url, timeout=args.timeout)
+    if not result.ok:
+        print(f"harkd: unhealthy: {result.detail}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(result.detail)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from . import registry, schema
 
+    reg = registry.Registry.from_entry_points("harkd") if args.builtin else registry.default()
     docs = {
-        "pipeline": schema.pipeline_schema(registry.default()),
+        "pipeline": schema.pipeline_schema(reg),
         "harkd": schema.config_schema(),
     }
     if args.kind:
@@ -230,6 +297,27 @@ def cmd_schema(args: argparse.Namespace) -> int:
     else:
         print(schema.dump({f"{k}.schema.json": v for k, v in docs.items()}), end="")
     return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from . import registry
+
+    reg = registry.default()
+    kinds = sorted(reg.describe(), key=lambda k: (k["origin"] != f"harkd {__version__}",
+                                                  k["origin"], k["kind"], k["name"]))
+    problems = [vars(p) for p in reg.problems]
+    if args.json:
+        print(json.dumps({"kinds": kinds, "problems": problems}, indent=2))
+        return 0
+    rows = [("KIND", "NAME", "FROM", "SUMMARY")] + [
+        (k["kind"], k["name"], k["origin"], k["summary"][:60]) for k in kinds]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+    for p in reg.problems:
+        print(f"harkd: plugin {p.name} ({p.group} = {p.value}) is disabled: {p.error}",
+              file=sys.stderr)
+    return 1 if reg.problems else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -205,7 +205,7 @@ def http(url: str, **params: Any) -> Step:
     return Step("http", {"url": url, **params} if params else url)
 
 
-def pipeline(name: str, input: Any = None) -> Step:  # noqa: A002 - the YAML key's name
+def pipeline(name: str, input: Any = None) -> Step:
     return Step("pipeline", name if input is None else {"name": name, "input": input})
 
 

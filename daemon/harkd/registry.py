@@ -9,7 +9,6 @@ imported by the builder, when a pipeline needs them).
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,14 +92,28 @@ class Registry:
     def add(self, kind: StepKind | TriggerKind, origin: str = "builtin") -> None:
         table: dict[str, Any] = self.steps if isinstance(kind, StepKind) else self.triggers
         table[kind.name] = kind
-        self.origins[f"{type(kind).__name__}:{kind.name}"] = origin
+        self.origins[self.key(kind)] = origin
+
+    @staticmethod
+    def key(kind: StepKind | TriggerKind) -> str:
+        return f"{'step' if isinstance(kind, StepKind) else 'trigger'}:{kind.name}"
+
+    def describe(self) -> list[dict[str, str]]:
+        """Every kind with the package (and version) it comes from."""
+        kinds: list[StepKind | TriggerKind] = [*self.steps.values(), *self.triggers.values()]
+        return [{"kind": self.key(k).split(":")[0], "name": k.name, "summary": k.summary,
+                 "origin": self.origins.get(self.key(k), "?")} for k in kinds]
 
     @classmethod
-    def from_entry_points(cls) -> Registry:
+    def from_entry_points(cls, only: str | None = None) -> Registry:
+        """Every installed kind; with ``only``, just those of that distribution (``harkd``
+        for the built-ins, as the committed schemas hold)."""
         registry = cls()
         for group, expected in ((STEP_GROUP, StepKind), (TRIGGER_GROUP, TriggerKind)):
             for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
                 dist = ep.dist.name if ep.dist is not None else "?"
+                if only is not None and dist != only:
+                    continue
                 try:
                     kind = ep.load()
                 except Exception as exc:  # noqa: BLE001 - a broken plugin disables only itself
@@ -110,7 +123,8 @@ class Registry:
                     registry._problem(group, ep.name, ep.value,
                                       f"is not a {expected.__name__} named {ep.name!r}")
                     continue
-                registry.add(kind, origin=dist)
+                version = ep.dist.version if ep.dist is not None else "?"
+                registry.add(kind, origin=f"{dist} {version}")
         return registry
 
     def _problem(self, group: str, name: str, value: str, error: str) -> None:
@@ -127,8 +141,3 @@ def default() -> Registry:
     if _DEFAULT is None:
         _DEFAULT = Registry.from_entry_points()
     return _DEFAULT
-
-
-def builtin(module: str, attr: str) -> Any:
-    """Import ``module:attr`` (for the import-string tables of optional parts)."""
-    return getattr(importlib.import_module(module), attr)
