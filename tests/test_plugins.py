@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -21,8 +22,10 @@ PLUGIN = REPO / "examples" / "harkd-sample-plugin"
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample plugin pip-installed into a folder of its own, plus a broken plugin."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / PLUGIN.name
+    shutil.copytree(PLUGIN, source)  # the build leaves files beside the source
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--no-build-isolation", "--target", str(target), str(PLUGIN)],
+                    "--no-build-isolation", "--target", str(target), str(source)],
                    check=True, capture_output=True, timeout=300)
     # A second, broken distribution: its entry point's module fails to import.
     info = target / "harkd_broken_plugin-1.0.dist-info"

@@ -10,8 +10,6 @@ accepts; :func:`load` reads a file back into a Chain.
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -135,25 +133,7 @@ class Chain:
         from .runtime import default_runtime
 
         rt = runtime or default_runtime()
-        out: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-        async def pump() -> None:
-            try:
-                async for chunk in self.astream(data, runtime=rt):
-                    out.put(("chunk", chunk))
-                out.put(("end", None))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                out.put(("error", exc))
-
-        threading.Thread(target=rt.call, args=(pump(),), daemon=True).start()
-        while True:
-            kind, value = out.get()
-            if kind == "chunk":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
+        return rt.iterate(self.astream(data, runtime=rt))
 
 
 def _output(result: RunResult) -> Any:

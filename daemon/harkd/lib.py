@@ -9,8 +9,6 @@ daemon, or from a :class:`~harkd.runtime.Runtime` passed in.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,29 +68,7 @@ async def stream_async(prompt: str, *, model: str = "default", system: str | Non
 def stream(prompt: str, **kwargs: Any) -> Iterator[str]:
     """Blocking :func:`stream_async`: an iterator of text chunks."""
     rt: Runtime = kwargs.pop("runtime", None) or default_runtime()
-    return _iterate(rt, stream_async(prompt, runtime=rt, **kwargs))
-
-
-def _iterate(rt: Runtime, agen: AsyncIterator[str]) -> Iterator[str]:
-    out: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-    async def pump() -> None:
-        try:
-            async for chunk in agen:
-                out.put(("chunk", chunk))
-            out.put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            out.put(("error", exc))
-
-    threading.Thread(target=rt.call, args=(pump(),), daemon=True).start()
-    while True:
-        kind, value = out.get()
-        if kind == "chunk":
-            yield value
-        elif kind == "error":
-            raise value
-        else:
-            return
+    return rt.iterate(stream_async(prompt, runtime=rt, **kwargs))
 
 
 @dataclass

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
 from .catalog import Catalog
 from .engine import EventSink, RunResult
+from .errors import HarkError
 from .registry import default as default_registry
 from .services import Services
 from .settings import Settings
@@ -90,6 +92,34 @@ async def list_pipelines(settings: Settings, *, offline: bool = False
         await services.aclose()
 
 
+class DaemonUnreachable(HarkError, ConnectionError):
+    """No daemon answered at ``server.listen``, or it refused the token. Raised by
+    :func:`list_runs` (the run log lives in the daemon)."""
+
+
+async def list_runs(settings: Settings, *, pipeline: str | None = None,
+                    status: str | None = None, limit: int = 20,
+                    run_id: str | None = None) -> dict[str, Any]:
+    """A page of the running daemon's run log (``GET /api/runs``), or one run."""
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    base = f"http://{host}:{settings.port}/api/runs"
+    url = f"{base}/{run_id}" if run_id else base
+    query = {k: v for k, v in (("pipeline", pipeline), ("status", status),
+                               ("limit", str(limit))) if v is not None and not run_id}
+    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+    try:
+        async with aiohttp.ClientSession() as session, session.get(
+            url, params=query, headers=headers, timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            data: dict[str, Any] = json.loads(await resp.text())
+    except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+        raise DaemonUnreachable(f"no harkd answers at {settings.listen} ({exc})") from None
+    if resp.status != 200:
+        message = (data.get("error") or {}).get("message", f"HTTP {resp.status}")
+        raise DaemonUnreachable(f"harkd at {settings.listen}: {message}")
+    return data
+
+
 class Runtime:
     """Services for harkd used as a library: one router and HTTP pool per event loop.
 
@@ -135,6 +165,28 @@ class Runtime:
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine to completion on the runtime's own loop thread."""
         return asyncio.run_coroutine_threadsafe(coro, self._thread_loop()).result()
+
+    def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        """Drive an async iterator on the runtime's loop thread; yield its items here."""
+        out: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        async def pump() -> None:
+            try:
+                async for item in agen:
+                    out.put(("item", item))
+                out.put(("end", None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                out.put(("error", exc))
+
+        asyncio.run_coroutine_threadsafe(pump(), self._thread_loop())
+        while True:
+            kind, value = out.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
 
     def _thread_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
