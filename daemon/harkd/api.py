@@ -1,5 +1,8 @@
 """The admin API under ``/api``: pipelines, their states and errors, runs, reload.
 
+Its OpenAPI 3.1 document is :data:`harkd.openapi.DOCUMENT`, served at
+``/api/openapi.json``; a test checks that it names every route and that answers match it.
+
 Protected by ``server.token`` (a bearer token) when one is configured; a daemon listening
 off loopback refuses to start without one.
 """
@@ -29,6 +32,9 @@ def setup(app: web.Application, daemon: Daemon) -> None:
     app.router.add_get("/api/pipelines/{name}", _pipeline)
     app.router.add_post("/api/pipelines/{name}/run", _run)
     app.router.add_post("/api/reload", _reload)
+    app.router.add_get("/api/runs", _runs)
+    app.router.add_get("/api/runs/{id}", _run_record)
+    app.router.add_get("/api/openapi.json", _openapi)
 
 
 def _token_middleware(daemon: Daemon) -> Any:
@@ -93,3 +99,46 @@ async def _reload(request: web.Request) -> web.Response:
     daemon = _daemon(request)
     await daemon.reload()
     return _json({"status": "reloaded", "counts": daemon.catalog.counts()})
+
+
+RUN_STATUSES = ("ok", "error", "cancelled", "busy", "running", "interrupted")
+MAX_LIMIT = 500
+
+
+async def _runs(request: web.Request) -> web.Response:
+    runlog = _daemon(request).runlog
+    if runlog is None:
+        return error_response(503, "the run log is not open")
+    q = request.query
+    status = q.get("status")
+    if status is not None and status not in RUN_STATUSES:
+        return error_response(400, f"status must be one of {', '.join(RUN_STATUSES)}")
+    try:
+        limit = int(q.get("limit", "50"))
+        cursor = int(q["cursor"]) if q.get("cursor") else None
+    except ValueError:
+        return error_response(400, "limit and cursor must be integers")
+    if not 1 <= limit <= MAX_LIMIT:
+        return error_response(400, f"limit must be between 1 and {MAX_LIMIT}")
+    runs = await runlog.query(pipeline=q.get("pipeline"), status=status, limit=limit + 1,
+                              before=cursor)
+    more = len(runs) > limit
+    runs = runs[:limit]
+    return _json({"runs": runs, "next_cursor": str(runs[-1]["seq"]) if more else None})
+
+
+async def _run_record(request: web.Request) -> web.Response:
+    runlog = _daemon(request).runlog
+    if runlog is None:
+        return error_response(503, "the run log is not open")
+    run = await runlog.get(request.match_info["id"])
+    if run is None:
+        return error_response(404, f"no run with id {request.match_info['id']!r} in the run log")
+    return _json(run)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    from . import __version__
+    from .openapi import document
+
+    return web.json_response(document(__version__))

@@ -1,0 +1,176 @@
+"""Prometheus metrics of one daemon, served at ``GET /metrics``.
+
+Each daemon has its own ``CollectorRegistry`` (two daemons in one test process do not mix).
+:class:`Metrics` is a run observer (runs, run and step durations), a catalog listener
+(pipeline loads, invalid and removed files) and the sink of the router's per-call
+observations (:meth:`Metrics.observe_llm_call`). Gauges that describe the present (states,
+in-flight runs, queue depths, open WebSocket connections) are read when scraped, so they
+cannot drift.
+
+Label values are pipeline names, step kinds, deployments and outcomes: never inputs,
+outputs or secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .catalog import Entry
+    from .engine import Run, RunResult
+    from .services import Services
+
+SHARED_KEY = "metrics"
+RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
+
+
+class LlmCall(Protocol):
+    """What one LLM call attempt reports (``harkd.router.types.Attempt`` fits)."""
+
+    alias: str
+    deployment: str
+    outcome: str
+    latency: float
+    ttft: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    fallback: str | None
+
+
+class Metrics:
+    """The metrics of one daemon; a :class:`~harkd.engine.RunObserver`."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.runs = Counter("harkd_runs", "Runs that ended, by pipeline, trigger and status.",
+                            ["pipeline", "trigger", "status"], registry=r)
+        self.run_duration = Histogram("harkd_run_duration_seconds", "Run durations.",
+                                      ["pipeline"], buckets=RUN_BUCKETS, registry=r)
+        self.step_duration = Histogram("harkd_step_duration_seconds",
+                                       "Step durations (skipped steps are not counted).",
+                                       ["pipeline", "kind"], buckets=RUN_BUCKETS, registry=r)
+        self.loads = Counter("harkd_pipeline_loads",
+                             "Pipeline file changes applied: loaded, stale (an invalid "
+                             "edit kept the old version), rejected, removed.",
+                             ["result"], registry=r)
+        self.llm_calls = Counter("harkd_llm_calls", "LLM call attempts by deployment and "
+                                 "outcome.", ["alias", "deployment", "outcome"], registry=r)
+        self.llm_latency = Histogram("harkd_llm_call_duration_seconds",
+                                     "Duration of LLM call attempts.", ["deployment"],
+                                     buckets=RUN_BUCKETS, registry=r)
+        self.llm_ttft = Histogram("harkd_llm_time_to_first_token_seconds",
+                                  "Time to the first streamed token.", ["deployment"],
+                                  buckets=TTFT_BUCKETS, registry=r)
+        self.llm_fallbacks = Counter("harkd_llm_fallbacks", "Times the router left a "
+                                     "deployment for the next one, by reason.",
+                                     ["alias", "reason"], registry=r)
+        self.llm_tokens = Counter("harkd_llm_tokens", "Tokens by deployment and kind.",
+                                  ["deployment", "kind"], registry=r)
+        r.register(_Live(services))
+        services.shared[SHARED_KEY] = self
+
+    # -- RunObserver -----------------------------------------------------------------
+
+    def run_started(self, run: Run) -> None:
+        return None
+
+    def run_finished(self, run: Run, result: RunResult) -> None:
+        name = run.pipeline.name
+        self.runs.labels(name, str(run.trigger.get("kind", "")), result.status).inc()
+        self.run_duration.labels(name).observe(result.duration)
+        for step in run.steps:
+            if not step.skipped:
+                self.step_duration.labels(name, step.kind).observe(step.duration)
+
+    # -- catalog listener ------------------------------------------------------------
+
+    def pipeline_changed(self, entry: Entry, what: str) -> None:
+        self.loads.labels("loaded" if what == "active" else what).inc()
+
+    # -- the router's hook -----------------------------------------------------------
+
+    def observe_llm_call(self, call: LlmCall) -> None:
+        """Count one LLM call attempt. The router calls this for every attempt."""
+        self.llm_calls.labels(call.alias, call.deployment, call.outcome).inc()
+        if call.outcome == "skipped":
+            return
+        self.llm_latency.labels(call.deployment).observe(call.latency)
+        if call.ttft is not None:
+            self.llm_ttft.labels(call.deployment).observe(call.ttft)
+        if call.fallback:
+            self.llm_fallbacks.labels(call.alias, call.fallback).inc()
+        if call.prompt_tokens:
+            self.llm_tokens.labels(call.deployment, "prompt").inc(call.prompt_tokens)
+        if call.completion_tokens:
+            self.llm_tokens.labels(call.deployment, "completion").inc(call.completion_tokens)
+
+    # -- exposition ------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        data: bytes = generate_latest(self.registry)
+        return data
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """``GET /metrics``."""
+        return web.Response(body=self.render(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def observe_llm_call(services: Services, call: LlmCall) -> None:
+    """Report one LLM call attempt to the daemon's metrics, if it keeps any
+    (``harkd invoke`` and ``harkd ask`` do not)."""
+    metrics = services.shared.get(SHARED_KEY)
+    if isinstance(metrics, Metrics):
+        metrics.observe_llm_call(call)
+
+
+class _Live(Collector):
+    """Gauges read at scrape time from the catalog and the WebSocket connections."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        catalog = self.services.catalog
+        states = GaugeMetricFamily("harkd_pipelines", "Pipelines by state.", labels=["state"])
+        inflight = GaugeMetricFamily("harkd_runs_in_flight", "Runs executing or waiting.",
+                                     labels=["pipeline"])
+        depth = GaugeMetricFamily("harkd_queue_depth", "Runs waiting for a concurrency slot.",
+                                  labels=["pipeline"])
+        if catalog is not None:
+            for state, n in catalog.counts().items():
+                states.add_metric([state], n)
+            for name, entry in sorted(catalog.entries.items()):
+                if entry.bound is not None:
+                    inflight.add_metric([name], len(entry.bound.inflight))
+                if entry.gate is not None:
+                    depth.add_metric([name], entry.gate.depth)
+        yield states
+        yield inflight
+        yield depth
+        conns = GaugeMetricFamily("harkd_websocket_connections", "Open WebSocket connections.",
+                                  labels=["pipeline"])
+        from .triggers.websocket import SHARED_KEY as WS_KEY
+
+        tracker = self.services.shared.get(WS_KEY)
+        for name, n in sorted(getattr(tracker, "counts", {}).items()):
+            conns.add_metric([name], n)
+        yield conns

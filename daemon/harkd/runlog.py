@@ -1,0 +1,393 @@
+"""The run log: every run recorded in SQLite in the state folder, as a run observer.
+
+The event loop never touches the disk: :meth:`RunLog.run_started` and
+:meth:`RunLog.run_finished` put a small tuple on a queue, and one writer thread encodes,
+redacts and truncates the values and writes whatever has queued up in one transaction.
+The database is in WAL mode with ``synchronous=NORMAL``: a committed run survives
+``kill -9`` of the daemon (not a power cut in the last instant), and a reader never waits
+for the writer. A run that was in flight when the daemon died is marked ``interrupted``
+the next time the log is opened.
+
+Inputs and outputs are stored as JSON text, secrets redacted
+(:data:`~harkd.secrets.REDACTOR`) and cut to ``runs.max_field`` characters. Retention
+keeps the newest ``runs.keep`` runs and none older than ``runs.max_age``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .errors import HarkError
+from .secrets import REDACTOR
+
+if TYPE_CHECKING:
+    from .engine import Run, RunResult
+    from .settings import Settings
+
+log = structlog.get_logger("harkd.runlog")
+
+FILE = "runs.sqlite3"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    pipeline TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    trigger_kind TEXT,
+    trigger TEXT,
+    started REAL NOT NULL,
+    duration REAL,
+    status TEXT NOT NULL,
+    error TEXT,
+    http_status INTEGER,
+    input TEXT,
+    output TEXT,
+    truncated INTEGER NOT NULL DEFAULT 0,
+    steps TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_pipeline ON runs (pipeline, seq);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, seq);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
+"""
+COLUMNS = ("seq", "id", "pipeline", "version", "trigger_kind", "trigger", "started",
+           "duration", "status", "error", "http_status", "input", "output", "truncated",
+           "steps")
+MARK = "…[truncated]"
+#: how long the writer lets records gather before it writes them (seconds)
+BATCH_WINDOW = 0.05
+#: how many writes between two retention sweeps
+SWEEP_EVERY = 500
+
+
+#: one encoder for every value (building one per call costs more than small values do)
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Retention and size caps of the run log."""
+
+    keep: int = 10000
+    max_age: float = 720 * 3600.0
+    max_field: int = 8192
+
+
+def encode(value: Any, limit: int) -> tuple[str | None, bool]:
+    """``value`` as redacted JSON text of at most ``limit`` characters, and whether it was
+    cut. A cut value is no longer valid JSON; readers get it back as a string."""
+    if value is None:
+        return None, False
+    if isinstance(value, bytes | bytearray):
+        value = f"<{len(value)} bytes>"
+    text = REDACTOR(_ENCODE(value))
+    if len(text) <= limit:
+        return text, False
+    return text[:limit] + MARK, True
+
+
+def decode(text: str | None, truncated: bool) -> Any:
+    if text is None:
+        return None
+    if truncated and text.endswith(MARK):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """The encoded columns of a run that has ended."""
+
+    status: str
+    duration: float
+    error: str | None
+    http_status: int
+    output: str | None
+    truncated: bool
+    steps: str
+
+
+def _ending(run: Run, result: RunResult, limit: int) -> _Ending:
+    output, cut = encode(result.output, limit)
+    return _Ending(result.status, result.duration,
+                   REDACTOR(result.error) if result.error else None, result.http_status,
+                   output, cut, _steps(run, limit))
+
+
+def _steps(run: Run, limit: int) -> str:
+    out = []
+    for s in run.steps:
+        item: dict[str, Any] = {"index": s.index, "kind": s.kind, "started": s.started,
+                                "duration_ms": round(s.duration * 1000, 3), "status": s.status}
+        if s.name:
+            item["name"] = s.name
+        if s.detail:
+            detail, cut = encode(s.detail, limit)
+            item["detail"] = s.detail if not cut else detail
+        out.append(item)
+    return REDACTOR(_ENCODE(out))
+
+
+class RunLog:
+    """The SQLite run log of one daemon; a :class:`~harkd.engine.RunObserver`.
+
+    Create it with :meth:`open`; :meth:`close` writes what is queued and stops the
+    writer thread. Queries run in a worker thread on their own connection.
+    """
+
+    def __init__(self, path: Path, limits: Limits = Limits()) -> None:
+        self.path = path
+        self.limits = limits
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.written = 0
+        self.dropped = 0
+
+    @classmethod
+    def open(cls, folder: Path, limits: Limits = Limits()) -> RunLog:
+        """Open (or create) ``folder/runs.sqlite3``, mark runs a crash left ``running`` as
+        ``interrupted``, and start the writer thread."""
+        folder.mkdir(parents=True, exist_ok=True)
+        runlog = cls(folder / FILE, limits)
+        db = runlog._connect()
+        with db:
+            db.executescript(SCHEMA)
+            n = db.execute("UPDATE runs SET status = 'interrupted', error = "
+                           "'harkd stopped before the run finished' "
+                           "WHERE status = 'running'").rowcount
+        if n:
+            log.warning("runlog_interrupted_runs", count=n)
+        runlog._thread = threading.Thread(target=runlog._writer, args=(db,),
+                                          name="harkd-runlog", daemon=True)
+        runlog._thread.start()
+        return runlog
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    # -- the observer (event loop side: no I/O, no encoding) -------------------------
+
+    def run_started(self, run: Run) -> None:
+        self._queue.put(("start", run))
+
+    def run_finished(self, run: Run, result: RunResult) -> None:
+        self._queue.put(("finish", run, result))
+
+    # -- the writer thread -----------------------------------------------------------
+
+    def _writer(self, db: sqlite3.Connection) -> None:
+        since_sweep = 0
+        while True:
+            items = [self._queue.get()]
+            if items[0][0] in ("start", "finish"):
+                # Let a batch gather: one transaction (and one GIL hand-over) for many runs.
+                time.sleep(BATCH_WINDOW)
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(i[0] == "stop" for i in items)
+            flushes = [i[1] for i in items if i[0] == "flush"]
+            try:
+                since_sweep += self._write(db, items)
+                if since_sweep >= SWEEP_EVERY or stop or any(i[0] == "sweep" for i in items):
+                    self._sweep(db)
+                    since_sweep = 0
+            except sqlite3.Error as exc:
+                # The log must never take runs down with it: count, log and go on.
+                self.dropped += len(items)
+                log.error("runlog_write_failed", error=str(exc), records=len(items))
+            for event in flushes:
+                event.set()
+            if stop:
+                db.close()
+                return
+
+    def _write(self, db: sqlite3.Connection, items: list[tuple[Any, ...]]) -> int:
+        limit = self.limits.max_field
+        started: dict[str, Run] = {}
+        finished: dict[str, tuple[Run, RunResult]] = {}
+        for item in items:
+            if item[0] == "start":
+                started[item[1].id] = item[1]
+            elif item[0] == "finish":
+                finished[item[1].id] = (item[1], item[2])
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        for run_id, run in started.items():
+            text, cut = encode(run.input, limit)
+            trigger, _ = encode(run.trigger, limit)
+            end = _ending(*finished.pop(run_id), limit) if run_id in finished else None
+            inserts.append((run.id, run.pipeline.name, run.pipeline.version,
+                            run.trigger.get("kind"), trigger, run.started,
+                            end.status if end else "running", text,
+                            int(cut or bool(end and end.truncated)),
+                            end.duration if end else None, end.error if end else None,
+                            end.http_status if end else None, end.output if end else None,
+                            end.steps if end else None))
+        for run, result in finished.values():
+            end = _ending(run, result, limit)
+            updates.append((end.status, end.duration, end.error, end.http_status, end.output,
+                            int(end.truncated), end.steps, run.id))
+        if not inserts and not updates:
+            return 0
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO runs (id, pipeline, version, trigger_kind, trigger, "
+                "started, status, input, truncated, duration, error, http_status, output, "
+                "steps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            db.executemany(
+                "UPDATE runs SET status = ?, duration = ?, error = ?, http_status = ?, "
+                "output = ?, truncated = truncated | ?, steps = ? WHERE id = ?", updates)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.written += len(inserts) + len(updates)
+        return len(inserts) + len(updates)
+
+    def _sweep(self, db: sqlite3.Connection) -> None:
+        cutoff = time.time() - self.limits.max_age
+        with db:
+            old = db.execute("DELETE FROM runs WHERE started < ? AND status != 'running'",
+                             (cutoff,)).rowcount
+            row = db.execute("SELECT seq FROM runs ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                             (self.limits.keep,)).fetchone()
+            extra = db.execute("DELETE FROM runs WHERE seq <= ?", (row[0],)).rowcount \
+                if row else 0
+        if old or extra:
+            log.debug("runlog_swept", by_age=old, by_count=extra)
+
+    # -- control ---------------------------------------------------------------------
+
+    def flush_sync(self, timeout: float = 10.0) -> bool:
+        """Block until everything queued so far is written (tests, shutdown, queries)."""
+        if self._thread is None or not self._thread.is_alive():
+            return False
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        return done.wait(timeout)
+
+    async def flush(self) -> None:
+        await asyncio.to_thread(self.flush_sync)
+
+    def sweep(self) -> None:
+        """Apply retention now (it also runs every few hundred writes)."""
+        done = threading.Event()
+        self._queue.put(("sweep",))
+        self._queue.put(("flush", done))
+        done.wait(10.0)
+
+    def close(self) -> None:
+        """Write what is queued, apply retention and stop the writer thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(("stop",))
+            self._thread.join(30.0)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    # -- queries ---------------------------------------------------------------------
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        with self._read_lock:
+            if self._reader is None:
+                self._reader = self._connect()
+                self._reader.row_factory = sqlite3.Row
+            return [dict(r) for r in self._reader.execute(sql, args).fetchall()]
+
+    def query_sync(self, *, pipeline: str | None = None, status: str | None = None,
+                   limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
+        """Runs newest first; ``before`` is the ``seq`` to continue after (pagination)."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("pipeline", pipeline), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
+        sql = ("SELECT seq, id, pipeline, version, trigger_kind, started, duration, status, "
+               "error, http_status FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY seq DESC LIMIT ?")
+        return [summary(r) for r in self._read(sql, (*args, limit))]
+
+    def get_sync(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return record(rows[0]) if rows else None
+
+    async def query(self, **kw: Any) -> list[dict[str, Any]]:
+        await self.flush()
+        return await asyncio.to_thread(lambda: self.query_sync(**kw))
+
+    async def get(self, run_id: str) -> dict[str, Any] | None:
+        await self.flush()
+        return await asyncio.to_thread(self.get_sync, run_id)
+
+
+def summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One run as ``/api/runs`` lists it."""
+    return {"id": row["id"], "seq": row["seq"], "pipeline": row["pipeline"],
+            "version": row["version"], "trigger": row["trigger_kind"],
+            "started": row["started"], "status": row["status"],
+            "duration_ms": None if row["duration"] is None else round(row["duration"] * 1000, 3),
+            "error": row["error"], "http_status": row["http_status"]}
+
+
+def record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One run with everything the log keeps, as ``/api/runs/{id}`` shows it."""
+    out = summary(row)
+    truncated = bool(row["truncated"])
+    steps = decode(row["steps"], False) or []
+    out.update(trigger_data=decode(row["trigger"], False), input=decode(row["input"], truncated),
+               output=decode(row["output"], truncated), truncated=truncated, steps=steps,
+               llm=[dict(s["detail"], step=s["index"]) for s in steps
+                    if s.get("kind") == "llm" and isinstance(s.get("detail"), dict)])
+    return out
+
+
+def limits(settings: Settings) -> Limits:
+    """The retention limits from the daemon's settings."""
+    return Limits(keep=int(getattr(settings, "runs_keep", Limits.keep)),
+                  max_age=float(getattr(settings, "runs_max_age", Limits.max_age)),
+                  max_field=int(getattr(settings, "runs_max_field", Limits.max_field)))
+
+
+class RunLogError(HarkError, OSError):
+    """The run log cannot be opened (unwritable state folder, a corrupt database).
+    Raised by :func:`open_for`; the daemon refuses to start with it."""
+
+
+def open_for(settings: Settings) -> RunLog:
+    """Open the run log of a daemon in its state folder (``STATE/runs/runs.sqlite3``)."""
+    from . import state
+
+    try:
+        return RunLog.open(state.subdir(settings, "runs"), limits(settings))
+    except sqlite3.Error as exc:
+        raise RunLogError(f"cannot open the run log in {settings.state}: {exc}") from None
