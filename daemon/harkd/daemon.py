@@ -18,18 +18,21 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from . import __version__, settings as settings_mod
+from . import __version__
+from . import settings as settings_mod
 from .catalog import Catalog
 from .errors import ConfigError, ConfigErrors, HarkError, Position
 from .notify import Notifier
 from .registry import Registry
 from .registry import default as default_registry
+from .runlog import RunLog
 from .services import Services
 from .settings import Settings
 
 log = structlog.get_logger("harkd.daemon")
 
 EX_OK, EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_CONFIG = 0, 64, 66, 69, 78
+EX_CANTCREAT = 73
 
 
 class StartupError(HarkError, OSError):
@@ -64,6 +67,13 @@ class Daemon:
         self.address: tuple[str, int] | None = None
         #: functions that add routes to the app (admin API, gateway, metrics)
         self.extensions: list[Callable[[web.Application, Daemon], None]] = []
+        from .metrics import Metrics
+
+        self.metrics = Metrics(self.services)
+        self.services.observers.append(self.metrics)
+        self.catalog.listeners.append(self.metrics.pipeline_changed)
+        #: the SQLite run log, opened by serve()
+        self.runlog: RunLog | None = None
 
     # -- the app ---------------------------------------------------------------------
 
@@ -72,9 +82,12 @@ class Daemon:
         app[DAEMON] = self
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/readyz", _readyz)
-        from . import api
+        from . import api, gateway
 
         api.setup(app, self)
+        gateway.setup(app, self)
+        app.router.add_get("/metrics", self.metrics.handle)
+        app.on_shutdown.append(_close_websockets)
         for extend in self.extensions:
             extend(app, self)
         # Trigger routes change on every reload, so one catch-all looks them up per request.
@@ -97,6 +110,12 @@ class Daemon:
         except OSError as exc:
             raise StartupError(f"cannot read pipelines folder {folder}: {exc.strerror}",
                                EX_NOINPUT) from None
+        from . import state
+
+        try:
+            state.prepare(s.state)
+        except state.StateError as exc:
+            raise StartupError(str(exc), EX_CANTCREAT) from None
 
         runner = web.AppRunner(self.app(), handle_signals=False, access_log=None,
                                shutdown_timeout=s.shutdown_timeout)
@@ -106,8 +125,18 @@ class Daemon:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise StartupError(f"cannot listen on {s.listen}: {exc.strerror}",
+            # asyncio wraps the bind error in a long sentence; the errno says it plainly.
+            reason = os.strerror(exc.errno) if exc.errno else exc.strerror
+            raise StartupError(f"cannot listen on {s.listen}: {reason}",
                                EX_UNAVAILABLE) from None
+        from . import runlog as runlog_mod
+
+        try:
+            self.runlog = runlog_mod.open_for(s)
+        except HarkError as exc:
+            await runner.cleanup()
+            raise StartupError(str(exc), EX_CANTCREAT) from None
+        self.services.observers.append(self.runlog)
         sockets = getattr(site._server, "sockets", None) or []
         self.address = sockets[0].getsockname()[:2] if sockets else (s.host, s.port)
         self._install_signals()
@@ -135,6 +164,8 @@ class Daemon:
             drained = await self.catalog.close(s.shutdown_timeout)
             await runner.cleanup()
             await self.services.aclose(timeout=s.shutdown_timeout)
+            if self.runlog is not None:
+                await self.runlog.aclose()
             self._remove_signals()
             log.info("daemon_stopped", drained=drained)
             self.notifier.close()
@@ -188,7 +219,7 @@ class Daemon:
                     await self._reload_config()
                     self.notifier.ready(self.catalog.summary())
                 await self.catalog.changed(p for p in changed if p.parent == folder)
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad change
+            except Exception:
                 log.exception("reload_failed")
 
     async def _watchdog(self) -> None:
@@ -241,6 +272,12 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "pipelines": daemon.catalog.counts()})
 
 
+async def _close_websockets(app: web.Application) -> None:
+    from .triggers.websocket import Connections
+
+    await Connections.of(app[DAEMON].services).close_all()
+
+
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     from .triggers.http import error_response
 
@@ -256,4 +293,4 @@ def config_error_lines(exc: ConfigErrors | ConfigError) -> list[str]:
     return [str(e) for e in errors]
 
 
-__all__ = ["Daemon", "StartupError", "Position"]
+__all__ = ["Daemon", "Position", "StartupError"]

@@ -96,6 +96,8 @@ DEPLOYMENT = {
         "tpm": {"type": "integer", "minimum": 1, "description": "Tokens per minute."},
         "max_concurrent": {"type": "integer", "minimum": 1},
         "params": {"type": "object", "description": "Extra parameters sent with each request."},
+        "cloud": {"type": "boolean", "description": "Override whether allow_cloud: false "
+                  "excludes it (default: true unless local: or api_base is a private host)."},
     },
     "additionalProperties": False,
     "oneOf": [{"required": ["local"]}, {"required": ["model"]}],
@@ -113,6 +115,14 @@ ROUTER = {
                      "description": "Consecutive failures that start a cooldown."},
         "queue_timeout": {**durations.SCHEMA, "default": "10s",
                           "description": "Longest a call waits for a free slot."},
+        "queue": {"type": "integer", "minimum": 0, "default": 1024,
+                  "description": "Calls that may wait for a slot at once."},
+        "backoff": {**durations.SCHEMA, "default": "250ms",
+                    "description": "First retry delay; doubles each retry, with jitter."},
+        "max_backoff": {**durations.SCHEMA, "default": "8s"},
+        "max_retry_after": {**durations.SCHEMA, "default": "10s",
+                            "description": "Longer Retry-After: move on to the next "
+                                           "deployment and hold this one out that long."},
     },
     "additionalProperties": True,
 }
@@ -134,6 +144,11 @@ def config_schema() -> dict[str, Any]:
         "additionalProperties": {"type": "array", "minItems": 1, "items": DEPLOYMENT},
     }
     props["router"] = ROUTER
+    from .sessions import SCHEMA as SESSIONS
+    from .tools.loop import SCHEMA as TOOLS
+
+    props["tools"] = TOOLS
+    props["sessions"] = SESSIONS
     return {
         "$schema": DRAFT,
         "$id": BASE + "harkd.schema.json",

@@ -1,0 +1,217 @@
+"""The router as an OpenAI-compatible gateway: ``POST /v1/chat/completions`` (plain and
+SSE-streamed, with tools) and ``GET /v1/models``, whose model names are the aliases.
+
+Any OpenAI client pointed at ``http://HOST:PORT/v1`` gets harkd's fallbacks, retries and
+pooled backends. Tool calls are passed back to the client to run, as OpenAI does. The
+bearer-token middleware of :mod:`harkd.api` protects ``/v1`` when ``server.token`` is set.
+A request may send ``X-Harkd-Allow-Cloud: false`` to keep to local deployments.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from .errors import HarkError
+from .router import ChatRequest, ChatResponse, NoDeployment, Router, UnknownAlias
+from .secrets import REDACTOR
+from .triggers.http import read_body
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+log = structlog.get_logger("harkd.gateway")
+
+PASSTHROUGH = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
+               "user", "n", "logprobs", "top_logprobs")
+
+
+def setup(app: web.Application, daemon: Daemon) -> None:
+    """Add the ``/v1`` routes to the daemon's app."""
+    gateway = Gateway(daemon)
+    app.router.add_post("/v1/chat/completions", gateway.chat)
+    app.router.add_get("/v1/models", gateway.models)
+    app.router.add_get("/v1/models/{model}", gateway.model)
+
+
+def openai_error(status: int, message: str, kind: str = "invalid_request_error",
+                 code: str | None = None, headers: Mapping[str, str] | None = None
+                 ) -> web.Response:
+    """An error in the shape OpenAI clients parse."""
+    return web.json_response({"error": {"message": REDACTOR(message), "type": kind,
+                                        "code": code, "param": None}},
+                             status=status, headers=headers)
+
+
+class Gateway:
+    """Handlers of the gateway; the router is looked up per request (reloads swap it)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    @property
+    def router(self) -> Router:
+        return self.daemon.services.router
+
+    async def models(self, request: web.Request) -> web.Response:
+        data = [_model(alias) for alias in self.router.aliases()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def model(self, request: web.Request) -> web.Response:
+        alias = request.match_info["model"]
+        if alias not in self.router.aliases():
+            return _failure(UnknownAlias(alias, self.router.aliases()))
+        return web.json_response(_model(alias))
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            raw = await read_body(request, self.daemon.settings.max_body)
+            body = json.loads(raw)
+        except web.HTTPRequestEntityTooLarge:
+            return openai_error(413, "request body is too large")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return openai_error(400, f"body is not valid JSON: {exc}")
+        try:
+            req = _request(body, request.headers)
+        except ValueError as exc:
+            return openai_error(400, str(exc))
+        try:
+            if body.get("stream"):
+                return await self._stream(request, req, body)
+            resp = await self.router.complete(req)
+        except HarkError as exc:
+            return _failure(exc)
+        return web.json_response(_completion(resp), headers=_headers(resp))
+
+    async def _stream(self, request: web.Request, req: ChatRequest,
+                      body: Mapping[str, Any]) -> web.StreamResponse:
+        stream = self.router.stream(req)
+        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        try:
+            first: str | None = await anext(stream, None)
+        except HarkError as exc:
+            await stream.aclose()
+            return _failure(exc)
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+
+        async def send(doc: Mapping[str, Any]) -> None:
+            await response.write(b"data: " + json.dumps(doc, ensure_ascii=False).encode()
+                                 + b"\n\n")
+
+        def chunk(delta: Mapping[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {"id": cid, "object": "chat.completion.chunk", "created": created,
+                    "model": req.model, "choices": [{"index": 0, "delta": dict(delta),
+                                                     "finish_reason": finish}]}
+
+        try:
+            await send(chunk({"role": "assistant", "content": ""}))
+            if first:
+                await send(chunk({"content": first}))
+            async for text in stream:
+                await send(chunk({"content": text}))
+        except HarkError as exc:
+            log.warning("gateway_stream_failed", model=req.model, error=str(exc))
+            await send({"error": {"message": REDACTOR(str(exc)), "type": "server_error"}})
+            await response.write_eof()
+            return response
+        except ConnectionResetError:
+            log.info("gateway_client_gone", model=req.model)
+            return response
+        finally:
+            await stream.aclose()
+        resp = stream.response
+        finish = "stop"
+        if resp is not None and resp.tool_calls:
+            calls = [{"index": i, **c.as_message()} for i, c in enumerate(resp.tool_calls)]
+            await send(chunk({"tool_calls": calls}))
+            finish = "tool_calls"
+        elif resp is not None and resp.finish_reason:
+            finish = resp.finish_reason
+        await send(chunk({}, finish))
+        options = body.get("stream_options")
+        if resp is not None and isinstance(options, dict) and options.get("include_usage"):
+            await send({"id": cid, "object": "chat.completion.chunk", "created": created,
+                        "model": req.model, "choices": [], "usage": _usage(resp)})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _request(body: Any, headers: Mapping[str, str]) -> ChatRequest:
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    model = body.get("model")
+    messages = body.get("messages")
+    if not isinstance(model, str) or not model:
+        raise ValueError("model is required (one of harkd's model aliases)")
+    if not isinstance(messages, list) or not messages or \
+            not all(isinstance(m, dict) and "role" in m for m in messages):
+        raise ValueError("messages must be a non-empty list of {role, content} objects")
+    stop = body.get("stop") or ()
+    schema = None
+    params = {k: body[k] for k in PASSTHROUGH if k in body}
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    elif fmt is not None:
+        params["response_format"] = fmt
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    tools = body.get("tools") or ()
+    if not isinstance(tools, list | tuple):
+        raise ValueError("tools must be a list")
+    return ChatRequest(
+        model=model, messages=tuple(messages), temperature=body.get("temperature"),
+        max_tokens=int(max_tokens) if max_tokens is not None else None,
+        stop=(stop,) if isinstance(stop, str) else tuple(stop), tools=tuple(tools),
+        tool_choice=body.get("tool_choice"), json_schema=schema,
+        allow_cloud=headers.get("X-Harkd-Allow-Cloud", "true").lower() not in ("false", "0"),
+        params=params, origin={"gateway": True})
+
+
+def _model(alias: str) -> dict[str, Any]:
+    return {"id": alias, "object": "model", "created": 0, "owned_by": "harkd"}
+
+
+def _usage(resp: ChatResponse) -> dict[str, int]:
+    u = resp.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens}
+
+
+def _completion(resp: ChatResponse) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": resp.text}
+    finish = resp.finish_reason or "stop"
+    if resp.tool_calls:
+        message["tool_calls"] = [c.as_message() for c in resp.tool_calls]
+        message["content"] = resp.text or None
+        finish = "tool_calls"
+    return {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion",
+            "created": int(time.time()), "model": resp.alias,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": _usage(resp)}
+
+
+def _headers(resp: ChatResponse) -> dict[str, str]:
+    return {"X-Harkd-Deployment": resp.deployment, "X-Harkd-Fallbacks": str(resp.fallbacks)}
+
+
+def _failure(exc: HarkError) -> web.Response:
+    if isinstance(exc, UnknownAlias):
+        return openai_error(404, str(exc), code="model_not_found")
+    if isinstance(exc, NoDeployment):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} \
+            if exc.retry_after is not None else None
+        kind = "rate_limit_error" if exc.status == 429 else "server_error"
+        return openai_error(exc.status, str(exc), kind, headers=headers)
+    status = getattr(exc, "status", 502)
+    return openai_error(status if isinstance(status, int) else 502, str(exc), "server_error")

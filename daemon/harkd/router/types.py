@@ -1,0 +1,166 @@
+"""The values that cross the router's boundary: requests, responses, attempts.
+
+All are frozen dataclasses. Messages are OpenAI-style chat mappings
+(``{"role": "user", "content": "..."}``, plus ``tool_calls`` / ``tool_call_id``), so the
+gateway passes them through unchanged and backends translate only where they must.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Message = Mapping[str, Any]
+Outcome = Literal["ok", "error", "timeout", "rate_limited", "skipped"]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat call. ``model`` is an alias of ``harkd.yaml``'s ``models:``.
+
+    ``tools`` are OpenAI tool definitions (``{"type": "function", "function": {...}}``);
+    ``json_schema`` asks for structured output where the backend supports it (the caller
+    validates). ``allow_cloud=False`` restricts the call to local deployments. ``params``
+    are extra body fields sent as they are.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: Any = None
+    json_schema: Mapping[str, Any] | None = None
+    allow_cloud: bool = True
+    params: Mapping[str, Any] = field(default_factory=dict)
+    #: who is calling (pipeline, run id), passed to observers only
+    origin: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call (estimated when the backend does not report them)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for; ``arguments`` is the JSON text it wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_message(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try of one deployment: what the router's observers are told about.
+
+    ``fallback`` is why the router left the deployment before this one (``None`` for the
+    first deployment tried); ``outcome`` is ``skipped`` for a deployment passed over
+    (cooling down, over its limits).
+    """
+
+    alias: str
+    deployment: str
+    deployment_id: str
+    provider: str
+    attempt: int
+    outcome: Outcome
+    latency: float = 0.0
+    ttft: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    status: int | None = None
+    error: str | None = None
+    fallback: str | None = None
+    stream: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"deployment": self.deployment, "attempt": self.attempt,
+                               "outcome": self.outcome,
+                               "latency_ms": round(self.latency * 1000, 2)}
+        if self.ttft is not None:
+            out["ttft_ms"] = round(self.ttft * 1000, 2)
+        if self.status is not None:
+            out["status"] = self.status
+        if self.error:
+            out["error"] = self.error
+        if self.fallback:
+            out["fallback"] = self.fallback
+        return out
+
+
+@dataclass(frozen=True)
+class ChatResponse:
+    """The answer of one call, with where it came from and how long it took."""
+
+    text: str
+    alias: str
+    deployment: str
+    usage: Usage = Usage()
+    latency: float = 0.0
+    ttft: float | None = None
+    finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def fallbacks(self) -> int:
+        """How many deployments were left before the one that answered."""
+        return len({a.deployment_id for a in self.attempts}) - 1 if self.attempts else 0
+
+    def detail(self) -> dict[str, Any]:
+        """The run-log record of this call (``run.step.detail``)."""
+        out: dict[str, Any] = {
+            "alias": self.alias, "deployment": self.deployment,
+            "latency_ms": round(self.latency * 1000, 2),
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "fallbacks": self.fallbacks,
+            "attempts": [a.as_dict() for a in self.attempts],
+        }
+        if self.ttft is not None:
+            out["ttft_ms"] = round(self.ttft * 1000, 2)
+        if self.tool_calls:
+            out["tool_calls"] = [c.name for c in self.tool_calls]
+        return out
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One piece of a streamed answer from a backend."""
+
+    text: str = ""
+    #: (index, id, name, arguments fragment) of tool-call pieces
+    tool_calls: tuple[tuple[int, str, str, str], ...] = ()
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+    @property
+    def meaningful(self) -> bool:
+        """Whether this counts as the first token (role-only chunks do not)."""
+        return bool(self.text or self.tool_calls)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a backend returns for a non-streamed call."""
+
+    text: str
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
