@@ -116,3 +116,29 @@ async def test_two_daemons_keep_their_own_metrics(tmp_path: Path) -> None:
         key = ("harkd_runs_total", (("pipeline", "ok"), ("status", "ok"), ("trigger", "http")))
         assert (await _samples(a))[key] == 1
         assert key not in await _samples(b)
+
+
+async def test_router_attempts_reach_metrics(tmp_path: Path) -> None:
+    """A real llm step through the router against the scripted (fault-injecting) upstream:
+    the failed first deployment and the fallback show up as metrics."""
+    from harkd.testing_upstream import Reply, ScriptedUpstream
+
+    async with ScriptedUpstream() as up:
+        up.plan("broken", *[Reply(status=500)] * 10)
+        config = (
+            "models:\n  smart:\n"
+            f"    - {{model: openai/broken, api_base: '{up.v1}', api_key: k}}\n"
+            f"    - {{model: openai/good, api_base: '{up.v1}', api_key: k}}\n"
+            "router: {retries: 0}\n"
+        )
+        llm = "trigger: {http: {}}\nsteps:\n  - llm: {model: smart, prompt: '{{ input }}'}\n"
+        async with run_daemon(tmp_path, {"ask": llm}, config=config) as d:
+            async with d.http.post(d.url("/hooks/ask"), data="hi",
+                                   headers={"Content-Type": "text/plain"}) as r:
+                assert (r.status, await r.text()) == (200, "echo: hi")
+            m = await _samples(d)
+    calls = {labels: v for (name, labels), v in m.items()
+             if name == "harkd_llm_calls_total"}
+    outcomes = {dict(labels)["deployment"]: dict(labels)["outcome"] for labels in calls}
+    assert outcomes == {"openai/broken": "error", "openai/good": "ok"}, calls
+    assert any(name == "harkd_llm_fallbacks_total" and v >= 1 for (name, _), v in m.items())

@@ -69,9 +69,12 @@ class Daemon:
         self.extensions: list[Callable[[web.Application, Daemon], None]] = []
         from .metrics import Metrics
 
+        from .router import router_observers
+
         self.metrics = Metrics(self.services)
         self.services.observers.append(self.metrics)
         self.catalog.listeners.append(self.metrics.pipeline_changed)
+        router_observers(self.services).append(self.metrics.observe_llm_call)
         #: the SQLite run log, opened by serve()
         self.runlog: RunLog | None = None
 
