@@ -14,7 +14,7 @@ outputs or secrets.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -30,24 +30,12 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from .catalog import Entry
     from .engine import Run, RunResult
+    from .router.types import Attempt
     from .services import Services
 
 SHARED_KEY = "metrics"
 RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
-
-
-class LlmCall(Protocol):
-    """What one LLM call attempt reports (``harkd.router.types.Attempt`` fits)."""
-
-    alias: str
-    deployment: str
-    outcome: str
-    latency: float
-    ttft: float | None
-    prompt_tokens: int
-    completion_tokens: int
-    fallback: str | None
 
 
 class Metrics:
@@ -104,7 +92,7 @@ class Metrics:
 
     # -- the router's hook -----------------------------------------------------------
 
-    def observe_llm_call(self, call: LlmCall) -> None:
+    def observe_llm_call(self, call: Attempt) -> None:
         """Count one LLM call attempt. The router calls this for every attempt."""
         self.llm_calls.labels(call.alias, call.deployment, call.outcome).inc()
         if call.outcome == "skipped":
@@ -131,7 +119,7 @@ class Metrics:
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def observe_llm_call(services: Services, call: LlmCall) -> None:
+def observe_llm_call(services: Services, call: Attempt) -> None:
     """Report one LLM call attempt to the daemon's metrics, if it keeps any
     (``harkd invoke`` and ``harkd ask`` do not)."""
     metrics = services.shared.get(SHARED_KEY)

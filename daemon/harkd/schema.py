@@ -103,10 +103,26 @@ DEPLOYMENT = {
     "oneOf": [{"required": ["local"]}, {"required": ["model"]}],
 }
 
+CACHE: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Response caching (off unless an alias or an llm step turns it on).",
+    "properties": {
+        "store": {"enum": ["memory", "sqlite"], "default": "memory",
+                  "description": "memory, or sqlite in the state folder (survives restarts)."},
+        "ttl": {"type": ["string", "number"], "default": "10m",
+                "description": "How long an answer is reused."},
+        "max_entries": {"type": "integer", "minimum": 1, "default": 1000},
+        "aliases": {"type": "array", "items": {"type": "string"},
+                    "description": "Aliases whose calls are cached by default."},
+    },
+}
+
 ROUTER = {
     "type": "object",
     "description": "Defaults for every deployment.",
     "properties": {
+        "cache": CACHE,
         "timeout": {**durations.SCHEMA, "default": "30s"},
         "first_token_timeout": {**durations.SCHEMA, "default": "15s"},
         "retries": {"type": "integer", "minimum": 0, "default": 2},

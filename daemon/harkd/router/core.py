@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .backends import Backend, SessionPool, estimate_tokens, prompt_tokens
+from .cache import Cache
+from .cache import build as build_cache
 from .config import Deployment, Policy, parse, parse_policy
 from .errors import BackendFailed, BackendTimeout, CloudForbidden, NoDeployment, UnknownAlias
 from .health import Breaker, Limiter
@@ -98,6 +100,8 @@ class Router:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: the response cache (router.cache), None when not configured
+        self.cache: Cache | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, services: Services | None = None) -> Router:
@@ -105,12 +109,17 @@ class Router:
         ``services.shared`` so that a rebuilt router keeps both."""
         policy = parse_policy(settings.router)
         aliases = parse(settings.models, policy)
+        cache = build_cache(settings.router.get("cache"), settings.state)
         if services is None:
-            return cls(aliases, policy)
-        pool = services.shared.get(POOL_KEY)
-        if pool is None:
-            pool = services.shared[POOL_KEY] = SessionPool()
-        return cls(aliases, policy, services, pool=pool, observers=router_observers(services))
+            router = cls(aliases, policy)
+        else:
+            pool = services.shared.get(POOL_KEY)
+            if pool is None:
+                pool = services.shared[POOL_KEY] = SessionPool()
+            router = cls(aliases, policy, services, pool=pool,
+                         observers=router_observers(services))
+        router.cache = cache
+        return router
 
     # -- what is configured -----------------------------------------------------------
 
@@ -173,6 +182,16 @@ class Router:
 
     async def complete(self, req: ChatRequest) -> ChatResponse:
         """One call, answered whole. Raises UnknownAlias, CloudForbidden or NoDeployment."""
+        if self.cache is None:
+            return await self._complete(req)
+        hit = self.cache.lookup(req)
+        if hit is not None:
+            return hit
+        response = await self._complete(req)
+        self.cache.remember(req, response)
+        return response
+
+    async def _complete(self, req: ChatRequest) -> ChatResponse:
         tiers = self._plan(req)
         call = _Call(req, False, self.policy.queue_timeout)
         self._enter()
@@ -474,6 +493,19 @@ class ChatStream:
         return self.response
 
     async def _chunks(self) -> AsyncIterator[str]:
+        r = self.router
+        cache = r.cache
+        hit = cache.lookup(self.req) if cache is not None else None
+        if hit is not None:
+            self.response = hit
+            yield hit.text
+            return
+        async for chunk in self._routed():
+            yield chunk
+        if cache is not None and self.response is not None:
+            cache.remember(self.req, self.response)  # only a stream that ended whole
+
+    async def _routed(self) -> AsyncIterator[str]:
         r = self.router
         tiers = r._plan(self.req)
         call = _Call(self.req, True, r.policy.queue_timeout)

@@ -37,6 +37,9 @@ class ChatRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
     #: who is calling (pipeline, run id), passed to observers only
     origin: Mapping[str, Any] = field(default_factory=dict)
+    #: caching: None follows router.cache.aliases; False/0 off; True the default TTL;
+    #: a number of seconds a TTL
+    cache: bool | float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class ChatResponse:
     finish_reason: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     attempts: tuple[Attempt, ...] = ()
+    #: answered from the response cache, without calling a backend
+    cached: bool = False
 
     @property
     def fallbacks(self) -> int:
@@ -137,6 +142,8 @@ class ChatResponse:
             out["ttft_ms"] = round(self.ttft * 1000, 2)
         if self.tool_calls:
             out["tool_calls"] = [c.name for c in self.tool_calls]
+        if self.cached:
+            out["cached"] = True
         return out
 
 

@@ -59,6 +59,7 @@ class LLMStep:
     session_budget: int | None = None
     allow_cloud: bool = True
     params: Mapping[str, Any] = field(default_factory=dict)
+    cache: bool | float | None = None
 
     async def __call__(self, run: Run, data: Any) -> Any:
         from ..router import ChatRequest
@@ -79,7 +80,7 @@ class LLMStep:
             model=self.model, messages=tuple(messages), temperature=self.temperature,
             max_tokens=self.max_tokens, stop=self.stop, json_schema=self.json_schema,
             allow_cloud=self.allow_cloud and run.pipeline.allow_cloud, params=self.params,
-            origin={"pipeline": run.pipeline.name, "run_id": run.id})
+            origin={"pipeline": run.pipeline.name, "run_id": run.id}, cache=self.cache)
         router = run.services.router
         if key is not None:
             record.detail["session"] = key
@@ -306,7 +307,14 @@ def _build(params: dict[str, Any], b: Build) -> LLMStep:
         session_budget=params.get("session_budget"),
         allow_cloud=bool(params.get("allow_cloud", True)),
         params=dict(params.get("params") or {}),
+        cache=_cache(params.get("cache"), b),
     )
+
+
+def _cache(raw: Any, b: Build) -> bool | float | None:
+    if raw is None or isinstance(raw, bool):
+        return raw
+    return b.seconds("cache", raw)
 
 
 PARAMS: dict[str, Any] = {
@@ -351,6 +359,9 @@ PARAMS: dict[str, Any] = {
                         "description": "false: only local deployments (as the pipeline's "
                                        "allow_cloud)."},
         "params": {"type": "object", "description": "Extra request fields sent as they are."},
+        "cache": {"anyOf": [{"type": "boolean"}, durations.SCHEMA],
+                  "description": "Reuse an identical request's answer: true (router.cache.ttl), "
+                                 "a TTL, or false. Default: router.cache.aliases decides."},
     },
 }
 
