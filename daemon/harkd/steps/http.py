@@ -7,8 +7,6 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from .. import durations
 from ..errors import StepError
 from ..registry import StepKind
@@ -34,6 +32,8 @@ class HttpStep:
     fail: bool
 
     async def __call__(self, run: Run, data: Any) -> Any:
+        import aiohttp
+
         ctx = run.context(data)
         url = str(self.url.render(ctx))
         kwargs: dict[str, Any] = {"headers": {k: str(v) for k, v in

@@ -14,8 +14,6 @@ import urllib.parse
 import zoneinfo
 from pathlib import Path
 
-import aiohttp
-
 from .calc import evaluate
 from .registry import ToolContext, ToolError, tool
 
@@ -69,6 +67,8 @@ async def http_get(url: str, ctx: ToolContext) -> str:
     if not host_allowed(parts.hostname, allow):
         raise ToolError(f"host {parts.hostname} is not in tools.http_get.allow "
                         f"(allowed: {', '.join(allow) or 'none'})")
+    import aiohttp
+
     limit = int(conf.get("max_bytes", MAX_BYTES))
     session = ctx.services.http() if ctx.services is not None else None
     if session is None:

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
 from ..engine import Bound, Event, RunResult
 from ..registry import TriggerKind
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from ..pipeline import Build
 
 HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
@@ -30,6 +30,8 @@ HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 def error_response(status: int, message: str, run_id: str | None = None,
                    headers: dict[str, str] | None = None) -> web.Response:
     """The one error shape of harkd's HTTP surface."""
+    from aiohttp import web
+
     body: dict[str, Any] = {"message": message}
     if run_id:
         body["run_id"] = run_id
@@ -37,6 +39,8 @@ def error_response(status: int, message: str, run_id: str | None = None,
 
 
 def result_response(result: RunResult) -> web.Response:
+    from aiohttp import web
+
     headers = {"X-Harkd-Run-Id": result.run_id}
     if not result.ok:
         if result.retry_after is not None:
@@ -58,6 +62,8 @@ def _dumps(obj: Any) -> str:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes with 413."""
+    from aiohttp import web
+
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     body = bytearray()
@@ -122,6 +128,8 @@ class HttpTrigger:
         started()
 
     async def handle(self, request: web.Request, bound: Bound) -> web.StreamResponse:
+        from aiohttp import web
+
         if request.method not in self.methods:
             allowed = ", ".join(self.methods)
             return error_response(405, f"method {request.method} is not allowed here; use "
@@ -157,6 +165,8 @@ class HttpTrigger:
 async def stream_sse(request: web.Request, bound: Bound, data: Any,
                      trigger: dict[str, Any]) -> web.StreamResponse:
     """Run with deltas sent as server-sent events, then the result or error event."""
+    from aiohttp import web
+
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8",
         "Cache-Control": "no-cache",

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import WSCloseCode, WSMsgType, web
 
 from .. import durations
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
@@ -41,6 +40,8 @@ from ..registry import TriggerKind
 from .http import error_response, trigger_data
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from ..pipeline import Build
     from ..services import Services
 
@@ -97,6 +98,7 @@ class Connections:
 
     async def close_all(self) -> None:
         """Close every open socket with 1001 (going away): the daemon is stopping."""
+        from aiohttp import WSCloseCode
         await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"harkd stopping")
                                for ws in list(self.sockets)), return_exceptions=True)
 
@@ -129,6 +131,7 @@ class WebSocketTrigger:
         started()
 
     async def handle(self, request: web.Request, bound: Bound) -> web.StreamResponse:
+        from aiohttp import web
         try:
             self.auth.check(request.headers, request.query, b"")
         except Unauthorized as exc:
@@ -163,6 +166,7 @@ class WebSocketTrigger:
 
 async def _serve_audio(ws: web.WebSocketResponse, bound: Bound, trigger: dict[str, Any],
                        spec: WebSocketTrigger) -> None:
+    from aiohttp import WSCloseCode
     try:
         module = importlib.import_module(AUDIO_MODULE)
     except ImportError as exc:
@@ -198,6 +202,7 @@ class TextConnection:
         self.closing = False
 
     async def serve(self) -> None:
+        from aiohttp import WSMsgType
         log.debug("ws_connected", pipeline=self.bound.name, connection=self.trigger["connection"])
         try:
             async for msg in self.ws:
@@ -234,6 +239,7 @@ class TextConnection:
             self.worker = None
 
     async def _one(self, text: str) -> None:
+        from aiohttp import WSCloseCode
         bound = self._current()
         if bound is None:
             self.send({"type": "error", "message": "this pipeline was removed or changed; "
@@ -305,6 +311,7 @@ class TextConnection:
             self.writer = None
 
     async def _drop_slow(self) -> None:
+        from aiohttp import WSCloseCode
         await _cancel(self.worker)
         await self._close(WSCloseCode.POLICY_VIOLATION, b"client is not reading")
 
