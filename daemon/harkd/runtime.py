@@ -130,6 +130,12 @@ class Runtime:
 
     def __init__(self, settings: Settings | None = None, *,
                  config: str | os.PathLike[str] | None = None) -> None:
+        import structlog
+
+        if not structlog.is_configured():  # a library stays quiet: warnings, to stderr
+            from . import logs
+
+            logs.configure("warning", "console")
         self._settings = settings
         self._config = config
         self._services: dict[int, Services] = {}
