@@ -71,6 +71,16 @@ class Metrics:
                                   ["deployment", "kind"], registry=r)
         r.register(_Live(services))
         services.shared[SHARED_KEY] = self
+        #: labelled children of the per-run metrics, looked up once (labels() is the
+        #: largest cost of a run's metrics on the webhook hot path)
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- RunObserver -----------------------------------------------------------------
 
@@ -79,11 +89,11 @@ class Metrics:
 
     def run_finished(self, run: Run, result: RunResult) -> None:
         name = run.pipeline.name
-        self.runs.labels(name, str(run.trigger.get("kind", "")), result.status).inc()
-        self.run_duration.labels(name).observe(result.duration)
+        self._child(self.runs, name, str(run.trigger.get("kind", "")), result.status).inc()
+        self._child(self.run_duration, name).observe(result.duration)
         for step in run.steps:
             if not step.skipped:
-                self.step_duration.labels(name, step.kind).observe(step.duration)
+                self._child(self.step_duration, name, step.kind).observe(step.duration)
 
     # -- catalog listener ------------------------------------------------------------
 
