@@ -71,7 +71,9 @@ class SessionStore:
         store = services.shared.get(SHARED_KEY)
         if store is None:
             conf: Mapping[str, Any] = services.settings.extra.get("sessions") or {}
-            store = cls(Path(services.settings.state) / "sessions.sqlite3",
+            from .state import prepare
+
+            store = cls(prepare(services.settings) / "sessions.sqlite3",
                         budget=int(conf.get("budget", DEFAULT_BUDGET)),
                         keep=int(conf.get("keep", DEFAULT_KEEP)))
             services.shared[SHARED_KEY] = store

@@ -140,7 +140,9 @@ def build(raw: Mapping[str, Any] | None, state: Path | None) -> Cache | None:
     size = int(raw.get("max_entries", 1000))
     store: Store
     if raw.get("store", "memory") == "sqlite" and state is not None:
-        store = SqliteStore(state / "cache" / "responses.sqlite3", size)
+        from ..state import subdir
+
+        store = SqliteStore(subdir(state, "cache") / "responses.sqlite3", size)
     else:
         store = MemoryStore(size)
     return Cache(store, seconds(raw.get("ttl", "10m")), frozenset(raw.get("aliases", ())))
