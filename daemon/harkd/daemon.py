@@ -68,7 +68,6 @@ class Daemon:
         #: functions that add routes to the app (admin API, gateway, metrics)
         self.extensions: list[Callable[[web.Application, Daemon], None]] = []
         from .metrics import Metrics
-
         from .router import router_observers
 
         self.metrics = Metrics(self.services)

@@ -64,6 +64,12 @@ TABLE: tuple[Setting, ...] = (
     Setting("runs.max_field", 8192,
             "Largest input or output (JSON characters) the run log stores; longer ones "
             "are truncated.", SIZE_SCHEMA, kind=int),
+    Setting("local.threads", 0,
+            "llama.cpp threads of the embedded model; 0: one less than the cores (at least "
+            "1), which stays fast when other work shares the machine.",
+            {"type": "integer", "minimum": 0}, kind=int),
+    Setting("local.ctx", 2048, "Context window (tokens) of the embedded model.",
+            {"type": "integer", "minimum": 256}, kind=int),
     Setting("log.level", "info", "Log level.",
             {"enum": ["debug", "info", "warning", "error"]}, flag="--log-level"),
     Setting("log.format", "auto", "Log format: json, console, or auto (console on a TTY).",
@@ -88,6 +94,8 @@ class Settings:
     runs_keep: int = 10000
     runs_max_age: float = 720 * 3600.0
     runs_max_field: int = 8192
+    local_threads: int = 0
+    local_ctx: int = 2048
     #: alias -> list of deployment mappings, as written (after ${env:} substitution)
     models: Mapping[str, Any] = field(default_factory=dict)
     router: Mapping[str, Any] = field(default_factory=dict)
@@ -186,7 +194,7 @@ def load(
         values[s.attr] = _coerce(s, value, base if path_from_file else Path("."))
     if values["token"]:
         secrets.REDACTOR.add(values["token"])
-    known = {"server", "pipelines", "state", "log", "models", "router", "runs"}
+    known = {"server", "pipelines", "state", "log", "models", "router", "local", "runs"}
     return Settings(
         **values,
         models=data.get("models") or {},
@@ -202,9 +210,9 @@ def _coerce(s: Setting, value: Any, base: Path) -> Any:
         if s.key in ("pipelines", "state"):
             p = Path(str(value)).expanduser()
             return p if p.is_absolute() else base / p
-        if s.key in ("server.shutdown_timeout", "runs.max_age"):
+        if s.schema is durations.SCHEMA:
             return durations.seconds(value)
-        if s.key in ("server.max_body", "runs.keep", "runs.max_field"):
+        if s.kind is int:
             return int(value)
         if s.key == "server.listen":
             split_listen(str(value))

@@ -11,6 +11,7 @@ import pytest
 
 from harkd.errors import BackendError, HarkError
 from harkd.localmodel import LocalModel, models
+from harkd.settings import Settings
 from harkd.testing import capture_logs
 
 
@@ -33,7 +34,7 @@ def test_unknown_name_without_a_close_match_lists_known() -> None:
 
 def test_shared_is_one_instance_per_name_and_services(tmp_path: Path) -> None:
     def services() -> Any:
-        return SimpleNamespace(shared={}, settings=SimpleNamespace(state=tmp_path))
+        return SimpleNamespace(shared={}, settings=Settings(state=tmp_path))
 
     one, two = services(), services()
     first = LocalModel.shared(one, "gemma-3-270m")

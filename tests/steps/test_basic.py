@@ -70,7 +70,8 @@ steps:
 """,
             "t": f"trigger: {{http: {{}}}}\nsteps:\n  - http: {base}/text\n",
             "f": f"trigger: {{http: {{}}}}\nsteps:\n  - http: {{url: '{base}/fail'}}\n",
-            "nf": f"trigger: {{http: {{}}}}\nsteps:\n  - http: {{url: '{base}/fail', fail: false}}\n",
+            "nf": (f"trigger: {{http: {{}}}}\nsteps:\n"
+                   f"  - http: {{url: '{base}/fail', fail: false}}\n"),
         }
         async with run_daemon(tmp_path, files) as d:
             assert await post(d, "j", {"v": [1, 2], "h": "yes"}) == (

@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from .models import ModelSpec, check_installed, ensure_gguf, resolve
 
 if TYPE_CHECKING:
     from ..services import Services
+    from ..settings import Settings
 
 log = structlog.get_logger("harkd.localmodel")
 
@@ -63,17 +63,12 @@ class Options:
     term_grace: float = 5.0
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Options:
-        """Defaults, with ``HARKD_LOCAL_THREADS`` and ``HARKD_LOCAL_CTX`` applied."""
+    def from_settings(cls, settings: Settings) -> Options:
+        """Defaults, with ``local.threads`` and ``local.ctx`` applied."""
         options = cls()
-        try:
-            if environ.get("HARKD_LOCAL_THREADS"):
-                options = replace(options, threads=max(1, int(environ["HARKD_LOCAL_THREADS"])))
-            if environ.get("HARKD_LOCAL_CTX"):
-                options = replace(options, n_ctx=max(256, int(environ["HARKD_LOCAL_CTX"])))
-        except ValueError as exc:
-            raise BackendError(f"bad local model setting: {exc}", retryable=False) from exc
-        return options
+        if settings.local_threads > 0:
+            options = replace(options, threads=settings.local_threads)
+        return replace(options, n_ctx=max(256, settings.local_ctx))
 
 
 class LocalModel:
@@ -109,7 +104,8 @@ class LocalModel:
         key = f"localmodel:{spec.name}"
         model = services.shared.get(key)
         if not isinstance(model, cls):
-            model = cls(spec.name, services.settings.state, Options.from_environ(os.environ))
+            settings = services.settings
+            model = cls(spec.name, settings.state, Options.from_settings(settings))
             services.shared[key] = model
         return model
 
