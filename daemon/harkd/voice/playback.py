@@ -1,0 +1,181 @@
+"""Playing speech: to a sounddevice output, or back to a WebSocket client, interruptibly.
+
+A :class:`Speaking` is the shared state of one reply being spoken. The ``play`` step
+writes through it; the listener that started the run reads its level (to ignore its own
+voice coming back through the microphone) and interrupts it on barge-in. Audio is written
+in 20 ms blocks and the interrupt is checked between blocks, and a device stream is
+aborted (its buffer dropped), so playback stops well within 200 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import structlog
+
+from .frames import Audio, rms
+
+log = structlog.get_logger("harkd.voice")
+
+BLOCK_SECONDS = 0.02
+#: how far ahead of real time audio is sent to a client (it buffers this much)
+CLIENT_LEAD = 0.25
+#: how long the loudest recent output counts as "what the mic may hear of us"
+ECHO_MEMORY = 0.6
+
+
+class Speaking:
+    """One listener's current reply: whether it plays, how loud, and its interrupt.
+
+    Thread-safe: a device writer thread updates the level, the event loop reads it.
+    """
+
+    def __init__(self) -> None:
+        self._interrupted = threading.Event()
+        self._levels: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
+        self._lock = threading.Lock()
+        self.active = False
+        self.interrupted_at: float | None = None
+        self.reason = ""
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted.is_set()
+
+    def interrupt(self, reason: str = "interrupt") -> None:
+        if not self._interrupted.is_set():
+            self.interrupted_at = time.monotonic()
+            self.reason = reason
+            self._interrupted.set()
+
+    def note(self, pcm: bytes) -> None:
+        """Record the level of a block that is being played now."""
+        with self._lock:
+            self._levels.append((time.monotonic(), rms(pcm)))
+
+    def echo_level(self) -> float:
+        """The level of what was played in the last ``ECHO_MEMORY`` seconds (0 when
+        silent): the 80th percentile of its 20 ms blocks, so one loud syllable does not
+        deafen the listener but ordinary speech of ours is covered."""
+        cutoff = time.monotonic() - ECHO_MEMORY
+        with self._lock:
+            levels = sorted(lv for t, lv in self._levels if t >= cutoff)
+        if not levels:
+            return 0.0
+        return levels[int(0.8 * (len(levels) - 1))]
+
+
+class AudioOut(Protocol):
+    """Where the ``play`` step sends speech. Each method is awaited from the event loop."""
+
+    async def begin(self, rate: int) -> None: ...
+
+    async def write(self, audio: Audio, speaking: Speaking) -> None: ...
+
+    async def end(self, interrupted: bool) -> None: ...
+
+
+def _blocks(audio: Audio) -> list[bytes]:
+    n = max(2, int(audio.rate * BLOCK_SECONDS) * 2)
+    return [audio.pcm[i:i + n] for i in range(0, len(audio.pcm), n)]
+
+
+class DeviceOut:
+    """A sounddevice output stream, written from a thread in 20 ms blocks."""
+
+    def __init__(self, device: str | int | None, volume: float = 1.0) -> None:
+        self.device = device
+        self.volume = volume
+        self._stream: Any = None
+        self._rate = 0
+
+    async def begin(self, rate: int) -> None:
+        await asyncio.to_thread(self._open, rate)
+
+    def _open(self, rate: int) -> None:
+        import sounddevice as sd
+
+        self._rate = rate
+        self._stream = sd.RawOutputStream(samplerate=rate, channels=1, dtype="int16",
+                                          device=self.device, latency="low")
+        self._stream.start()
+
+    async def write(self, audio: Audio, speaking: Speaking) -> None:
+        if audio.rate != self._rate:
+            from .frames import from_pcm, resample, to_pcm
+
+            audio = Audio(to_pcm(resample(from_pcm(audio.pcm), audio.rate, self._rate)),
+                          self._rate)
+        if self.volume != 1.0:
+            from .frames import from_pcm, to_pcm
+
+            audio = Audio(to_pcm(from_pcm(audio.pcm) * self.volume), audio.rate)
+        await asyncio.to_thread(self._write, audio, speaking)
+
+    def _write(self, audio: Audio, speaking: Speaking) -> None:
+        for block in _blocks(audio):
+            if speaking.interrupted:
+                return
+            speaking.note(block)
+            self._stream.write(block)
+
+    async def end(self, interrupted: bool) -> None:
+        await asyncio.to_thread(self._close, interrupted)
+
+    def _close(self, interrupted: bool) -> None:
+        if self._stream is None:
+            return
+        try:
+            if interrupted:
+                self._stream.abort()
+            else:
+                self._stream.stop()  # lets the buffer drain
+        finally:
+            self._stream.close()
+            self._stream = None
+
+
+Send = Callable[[Any], Awaitable[None]]
+
+
+class ClientOut:
+    """Speech sent to a WebSocket client: ``audio`` header, binary frames, ``audio_end``.
+
+    Frames go out at real-time pace, ``CLIENT_LEAD`` ahead, so an interrupt leaves little
+    already sent and the echo level tracks what the client is playing now.
+    """
+
+    def __init__(self, send_json: Send, send_bytes: Send) -> None:
+        self._json = send_json
+        self._bytes = send_bytes
+        self._t0 = 0.0
+        self._sent = 0.0
+
+    async def begin(self, rate: int) -> None:
+        await self._json({"type": "audio", "sample_rate": rate, "format": "s16le"})
+        self._t0 = time.monotonic()
+        self._sent = 0.0
+
+    async def write(self, audio: Audio, speaking: Speaking) -> None:
+        for block in _blocks(audio):
+            if speaking.interrupted:
+                return
+            ahead = self._t0 + self._sent - time.monotonic()
+            if ahead > CLIENT_LEAD:
+                await asyncio.sleep(ahead - CLIENT_LEAD)
+            if speaking.interrupted:
+                return
+            speaking.note(block)
+            await self._bytes(block)
+            self._sent += len(block) / 2 / audio.rate
+        # a gap between sentences (synthesis was slower than playback) restarts the clock
+        if self._t0 + self._sent < time.monotonic():
+            self._t0, self._sent = time.monotonic(), 0.0
+
+    async def end(self, interrupted: bool) -> None:
+        await self._json({"type": "audio_end", "interrupted": interrupted})

@@ -1,0 +1,1 @@
+"""Tests of harkd.voice, the mic trigger and the voice steps."""

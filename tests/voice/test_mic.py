@@ -1,0 +1,131 @@
+"""The mic trigger through a real PulseAudio null sink: speech played into the sink is
+captured from its monitor, and the pipeline's reply is played back into the same sink (so
+the assistant hears itself, as through a real speaker)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harkd.testing import capture_logs, run_daemon, wait_until
+from harkd.voice.frames import read_wav
+
+from .conftest import Models, Pulse, Speak
+
+pytestmark = [pytest.mark.anyio, pytest.mark.audio]
+
+ASSISTANT = """\
+trigger:
+  mic: {device: pulse, vad: {silence: 500ms}}
+steps:
+  - stt: {}
+  - template: "You said {{ input }}"
+  - tts: {}
+  - play: {device: pulse}
+"""
+
+LONG = """\
+trigger:
+  mic: {device: pulse, vad: {silence: 400ms}, barge_in: {ratio: 2.0}}
+steps:
+  - stt: {}
+  - template: >-
+      {% if 'time' in input|lower %}Okay.{% else %}{% for i in range(15) %}This is
+      sentence {{ i }} of a long answer. {% endfor %}{% endif %}
+  - tts: {}
+  # a speaker across the room reaches the mic much quieter than the user's voice
+  - play: {device: pulse, volume: 0.15}
+"""
+
+
+async def runs(d: Any) -> list[dict[str, Any]]:
+    async with d.http.get(d.url("/api/runs")) as resp:
+        data = await resp.json()
+    found: list[dict[str, Any]] = data["runs"] if isinstance(data, dict) else data
+    return found
+
+
+async def run_detail(d: Any, run_id: str) -> dict[str, Any]:
+    async with d.http.get(d.url(f"/api/runs/{run_id}")) as resp:
+        detail: dict[str, Any] = await resp.json()
+        return detail
+
+
+def listener(d: Any, name: str) -> Any:
+    return d.daemon.catalog.entries[name].bound.pipeline.trigger.live[name]
+
+
+async def test_mic_turn_is_transcribed_and_answered_aloud(
+        tmp_path: Path, models: Models, speak: Speak, pulse: Pulse) -> None:
+    async with run_daemon(tmp_path) as d:
+        d.daemon.services.shared.update(models.shared())
+        await d.write("assistant", ASSISTANT)
+        await wait_until(lambda: d.state("assistant") == "active")
+        recording = tmp_path / "sink.wav"
+        rec = pulse.record(recording)
+        try:
+            await asyncio.to_thread(pulse.play(speak("turn on the kitchen lights")).wait)
+            await wait_until(lambda: finished(d, 1), timeout=60)
+            await asyncio.sleep(1.5)  # let the reply's echo reach the mic, to see it ignored
+        finally:
+            rec.terminate()
+            rec.wait()
+        done = await runs(d)
+        assert len(done) == 1, done  # the reply it heard through the sink started no run
+        run = await run_detail(d, done[0]["id"])
+        assert run["status"] == "ok", run
+        assert "kitchen lights" in str(run["output"]).lower()
+        stt = run["steps"][0]
+        assert stt["detail"]["turn"]["rule"] == "silence"
+        assert stt["detail"]["turn"]["pre_roll"] > 0
+        play = run["steps"][-1]["detail"]
+        assert play["seconds"] > 1.0 and play["interrupted"] is False
+        heard = models.transcribe(read_wav(recording)).lower()
+        assert "you said" in heard, heard
+
+
+async def finished(d: Any, n: int) -> bool:
+    return len([r for r in await runs(d) if r["status"] != "running"]) >= n
+
+
+async def test_speaking_over_the_reply_interrupts_it(
+        tmp_path: Path, models: Models, speak: Speak, pulse: Pulse) -> None:
+    async with run_daemon(tmp_path) as d:
+        d.daemon.services.shared.update(models.shared())
+        await d.write("long", LONG)
+        await wait_until(lambda: d.state("long") == "active")
+        await asyncio.to_thread(pulse.play(speak("tell me a story")).wait)
+        await wait_until(lambda: listener(d, "long").speaking.active, timeout=60)
+        await asyncio.sleep(1.0)  # it has been speaking (and hearing itself) for a while
+        await asyncio.to_thread(pulse.play(speak("what time is it")).wait)
+        await wait_until(lambda: finished(d, 2), timeout=60)
+        done = sorted(await runs(d), key=lambda r: r.get("started", 0))
+        assert len(done) == 2, done
+        first = await run_detail(d, done[0]["id"])
+        second = await run_detail(d, done[1]["id"])
+        play = first["steps"][-1]["detail"]
+        assert play["interrupted"] is True and play["interrupt"] == "barge_in"
+        assert "sentence 14" not in play["text"]
+        assert "time is it" in second["steps"][0]["detail"]["text"].lower()
+    assert second["output"] == "Okay."
+
+
+async def test_mic_is_released_on_remove_and_recovers_from_device_loss(
+        tmp_path: Path, models: Models, speak: Speak, pulse: Pulse) -> None:
+    with capture_logs() as logs:
+        async with run_daemon(tmp_path) as d:
+            d.daemon.services.shared.update(models.shared())
+            await d.write("assistant", ASSISTANT)
+            await wait_until(lambda: any(e["event"] == "mic_opened" for e in logs), 30)
+            pulse.stop()
+            await wait_until(lambda: any(e["event"] == "mic_device_lost" for e in logs), 30)
+            pulse.start()
+            await wait_until(
+                lambda: sum(e["event"] == "mic_opened" for e in logs) >= 2, 60)
+            await d.remove("assistant")
+            await wait_until(lambda: any(e["event"] == "mic_released" for e in logs))
+    lost = next(e for e in logs if e["event"] == "mic_device_lost")
+    assert lost["retry_in"] > 0
