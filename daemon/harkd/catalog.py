@@ -146,8 +146,9 @@ class Catalog:
         if entry is not None and entry.digest == loaded.digest and entry.state != "rejected":
             return entry  # touched, not changed
         if entry is None:
+            # Listed only once its first outcome is known (a slow trigger may take a while
+            # to bind), so nobody sees a new file as rejected while it is still binding.
             entry = Entry(name, loaded.file, "rejected")
-            self.entries[name] = entry
         entry.digest = loaded.digest
 
         errors = list(loaded.errors)
@@ -156,6 +157,7 @@ class Catalog:
         if not errors:
             assert loaded.pipeline is not None
             errors = await self._bind(entry, loaded)
+        self.entries[name] = entry
         if errors:
             entry.errors = tuple(errors)
             entry.state = "stale" if entry.bound is not None else "rejected"
@@ -213,6 +215,7 @@ class Catalog:
                 del self.routes[route]
         for route in pipeline.trigger.routes:
             self.routes[route] = entry.name
+        self.entries[entry.name] = entry
         entry.bound, entry.gate, entry.version = bound, gate, version
         entry.state, entry.errors, entry.loaded_at = "active", (), pipeline.loaded_at
         entry.file = loaded.file
