@@ -102,3 +102,16 @@ def test_check_does_not_import_heavy_libraries() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                        timeout=60)
     assert r.stdout.strip() == "0 []", r.stdout + r.stderr
+
+
+def test_check_knows_the_model_aliases_of_the_config(tmp_path: Path) -> None:
+    (tmp_path / "harkd.yaml").write_text(
+        "models:\n  smart: [{model: openai/gpt-x, api_base: 'http://127.0.0.1:9/v1'}]\n")
+    pipes = tmp_path / "pipelines"
+    pipes.mkdir()
+    (pipes / "a.yaml").write_text("trigger: {http: {}}\nsteps:\n  - llm: {model: smrt}\n")
+    (pipes / "b.yaml").write_text("trigger: {http: {}}\nsteps:\n  - llm: {model: smart}\n")
+    r = harkd("check", cwd=tmp_path)
+    assert r.returncode == 78
+    assert "pipelines/a.yaml:3:18: unknown model alias 'smrt'; did you mean 'smart'?" in r.stdout
+    assert "b.yaml" not in r.stdout

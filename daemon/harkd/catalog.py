@@ -23,6 +23,7 @@ from .engine import Bound
 from .errors import ConfigError
 from .loader import Loaded, discover, load_file, pipeline_name
 from .services import Services
+from .settings import aliases
 
 log = structlog.get_logger("harkd.catalog")
 
@@ -123,7 +124,8 @@ class Catalog:
     async def _settled_load(self, path: Path) -> Loaded:
         """Load a file; if it fails while it is still being written, wait and load again."""
         s = self.services.settings
-        settings = {"listen": s.listen, "loopback": s.loopback, "max_body": s.max_body}
+        settings = {"listen": s.listen, "loopback": s.loopback, "max_body": s.max_body,
+                    "aliases": aliases(s)}
         for _ in range(5):
             before = _stamp(path)
             loaded = load_file(path, registry=self.services.registry, settings=settings)

@@ -45,8 +45,12 @@ def check(
     registry: Registry | None = None,
     environ: Mapping[str, str] | None = None,
     loopback: bool = True,
+    aliases: Iterable[str] | None = None,
 ) -> Report:
-    """Validate each file (a folder means its pipeline files) and their routes together."""
+    """Validate each file (a folder means its pipeline files) and their routes together.
+
+    With ``aliases`` (the config's model aliases), ``llm`` steps naming another are errors.
+    """
     registry = registry or default_registry()
     report = Report()
     routes: dict[str, str] = {}
@@ -67,7 +71,8 @@ def check(
                                              Position(str(path))))
             continue
         loaded = load_file(path, registry=registry, environ=environ,
-                           settings={"loopback": loopback})
+                           settings={"loopback": loopback, **(
+                               {"aliases": sorted(aliases)} if aliases is not None else {})})
         report.errors += loaded.errors
         if loaded.pipeline is None:
             continue

@@ -134,18 +134,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import check
+    from .settings import aliases
 
     paths = args.paths
-    loopback = True
-    if not paths:
+    loopback, known = True, None
+    if not paths or args.config:
         s = _settings(args)
-        paths = [s.pipelines] + ([s.config_file] if s.config_file else [])
-        loopback = s.loopback
+        paths = paths or [s.pipelines] + ([s.config_file] if s.config_file else [])
+        loopback, known = s.loopback, aliases(s)
     else:
         from . import logs
 
         logs.configure("warning")
-    report = check(paths, loopback=loopback)
+    report = check(paths, loopback=loopback, aliases=known)
     if args.json:
         print(json.dumps({"files": report.files,
                           "errors": [e.as_dict() for e in report.errors]}, indent=2))

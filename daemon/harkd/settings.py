@@ -116,6 +116,11 @@ class Settings:
         return is_loopback(self.host)
 
 
+def aliases(s: Settings) -> list[str]:
+    """The model aliases pipelines may name: ``models:`` and the built-in ``default``."""
+    return sorted({*s.models, "default"})
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)

@@ -289,8 +289,15 @@ def _build(params: dict[str, Any], b: Build) -> LLMStep:
             refs.append(ToolRef(str(item.get("name") or pipe.replace("-", "_")), pipe,
                                 str(item.get("description", "")), item.get("parameters")))
     stop = params.get("stop") or ()
+    model = str(params.get("model", "default"))
+    known_aliases = b.settings.get("aliases")
+    if known_aliases is not None and model not in known_aliases:
+        close = difflib.get_close_matches(model, known_aliases, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        b.error("model", f"unknown model alias {model!r}{hint} (harkd.yaml's models: has "
+                         f"{', '.join(known_aliases)})")
     return LLMStep(
-        model=str(params.get("model", "default")),
+        model=model,
         system=b.text("system", params["system"]) if "system" in params else None,
         prompt=b.text("prompt", params["prompt"]) if "prompt" in params else None,
         messages=messages,

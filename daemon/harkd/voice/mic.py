@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -118,14 +119,51 @@ async def listen_mic(
         log.info("mic_released", device=device or "default")
 
 
+CLOSE_TIMEOUT = 3.0
+
+
 async def _release(capture: Capture) -> None:
-    """Close the device even if we are being cancelled: the next version may need it."""
-    closing = asyncio.ensure_future(asyncio.to_thread(capture.close))
+    """Close the device even if we are being cancelled: the next version may need it.
+
+    PortAudio can hang in ``abort`` when the sound server died under it; after
+    ``CLOSE_TIMEOUT`` the closing thread is left behind so that retries and shutdown go on.
+    """
+    closing = _in_daemon_thread(capture.close)
     try:
-        await asyncio.shield(closing)
+        await asyncio.wait_for(asyncio.shield(closing), CLOSE_TIMEOUT)
+    except TimeoutError:
+        log.warning("mic_close_stuck", timeout=CLOSE_TIMEOUT)
     except asyncio.CancelledError:
-        await closing
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(closing, CLOSE_TIMEOUT)
         raise
+
+
+def _in_daemon_thread(fn: Callable[[], None]) -> asyncio.Future[None]:
+    """Run ``fn`` in a daemon thread of its own (not the executor, whose shutdown would
+    wait for a thread stuck in PortAudio); the future resolves when it returns."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def work() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the future
+            loop.call_soon_threadsafe(_settle, future, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, future, None)
+
+    threading.Thread(target=work, name="mic-close", daemon=True).start()
+    return future
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
 
 
 async def _open(capture: Capture, loop: asyncio.AbstractEventLoop) -> None:
