@@ -21,7 +21,7 @@ import structlog
 from .concurrency import Gate
 from .engine import Bound
 from .errors import ConfigError
-from .loader import Loaded, discover, load_file, pipeline_name
+from .loader import Loaded, digest, discover, load_file, pipeline_name
 from .services import Services
 from .settings import aliases
 
@@ -130,7 +130,12 @@ class Catalog:
             before = _stamp(path)
             loaded = load_file(path, registry=self.services.registry, settings=settings)
             if loaded.pipeline is not None:
-                return loaded
+                # Written again while we read it? File times are coarse (a few ms) and an
+                # edit may keep the size, so compare the bytes; the event of that write
+                # may already be behind us.
+                if _digest(path) == loaded.digest:
+                    return loaded
+                continue
             await asyncio.sleep(0.03)
             if _stamp(path) == before:
                 return loaded
@@ -266,6 +271,13 @@ class Catalog:
     def _notify(self, entry: Entry, what: str) -> None:
         for fn in self.listeners:
             fn(entry, what)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return digest(path.read_bytes())
+    except OSError:
+        return None
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

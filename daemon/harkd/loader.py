@@ -26,6 +26,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _TEMP = re.compile(r"^(\.|#|~)|(~|\.swp|\.swx|\.tmp|\.bak|\.part|\.crdownload|___jb_\w+___)$")
 
 
+def digest(raw: bytes) -> str:
+    """The content digest that tells one version of a file from another."""
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
 def pipeline_name(path: str | Path) -> str | None:
     """The pipeline name of a file in the watched folder, or None if it is not one."""
     p = Path(path)
@@ -62,11 +67,11 @@ def load_bytes(
 ) -> Loaded:
     """Load one pipeline from its bytes; never raises for bad content."""
     name = Path(file).stem
-    digest = hashlib.sha256(raw).hexdigest()[:16]
+    sha = digest(raw)
     registry = registry or reg.default()
 
     def failed(errors: list[ConfigError]) -> Loaded:
-        return Loaded(name, file, None, tuple(errors), digest)
+        return Loaded(name, file, None, tuple(errors), sha)
 
     if not _NAME.match(name):
         return failed([ConfigError(
@@ -83,11 +88,11 @@ def load_bytes(
     if errors:
         return failed(errors)
     try:
-        pipeline = compile_pipeline(name, file, data, positions, registry, digest=digest,
+        pipeline = compile_pipeline(name, file, data, positions, registry, digest=sha,
                                     settings=settings)
     except ConfigErrors as exc:
         return failed(exc.errors)
-    return Loaded(name, file, pipeline, (), digest, positions)
+    return Loaded(name, file, pipeline, (), sha, positions)
 
 
 def load_file(
