@@ -115,3 +115,40 @@ def test_check_knows_the_model_aliases_of_the_config(tmp_path: Path) -> None:
     assert r.returncode == 78
     assert "pipelines/a.yaml:3:18: unknown model alias 'smrt'; did you mean 'smart'?" in r.stdout
     assert "b.yaml" not in r.stdout
+
+
+def test_list_and_runs_talk_to_the_running_daemon(tmp_path: Path) -> None:
+    import time
+    import urllib.request
+
+    from harkd.testing import spawn_daemon
+
+    ok = "trigger: {http: {}}\nsteps: [{template: 'ok {{ input }}'}]\n"
+    bad = "trigger: {http: {}}\nsteps: [{template: '{{ input.nope }}'}]\n"
+    with spawn_daemon(tmp_path, {"ok": ok, "bad": bad}) as s:
+        for name in ("ok", "bad", "ok"):
+            req = urllib.request.Request(s.url(f"/hooks/{name}"), data=b"{}",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                urllib.request.urlopen(req, timeout=10).read()
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 422
+        env = {"HARKD_LISTEN": s.base.removeprefix("http://")}
+        listed = json.loads(harkd("list", "--json", cwd=tmp_path, env=env).stdout)
+        assert listed["source"].startswith("daemon at")
+        assert {p["name"] for p in listed["pipelines"]} == {"ok", "bad"}
+        deadline = time.monotonic() + 10
+        while True:  # the run log writes in the background
+            r = harkd("runs", "--json", cwd=tmp_path, env=env)
+            runs = json.loads(r.stdout)["runs"]
+            if len(runs) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert sorted((x["pipeline"], x["status"]) for x in runs) == [
+            ("bad", "error"), ("ok", "ok"), ("ok", "ok")]
+        r = harkd("runs", "bad", cwd=tmp_path, env=env)
+        lines = r.stdout.strip().splitlines()
+        assert r.returncode == 0 and len(lines) == 2  # the header and the one failed run
+        assert "bad" in lines[1] and "error" in lines[1]
+    r = harkd("runs", cwd=tmp_path, env=env)
+    assert r.returncode == 69 and "harkd:" in r.stderr
