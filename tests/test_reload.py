@@ -155,3 +155,13 @@ def test_sighup_rescans_everything(tmp_path: Path) -> None:
         asyncio.run(wait_until(lambda: "daemon_reloaded" in s.output()))
         s.signal(signal.SIGTERM)
         assert s.wait() == 0
+
+
+async def test_an_edit_right_after_ready_is_not_lost(tmp_path: Path) -> None:
+    """The watcher is live before the first load, so an edit made the moment the daemon
+    reports ready (here: among 300 files) is applied."""
+    files = {f"p{i:03d}": ECHO for i in range(300)}
+    async with run_daemon(tmp_path, files) as d:
+        d.path("p000").write_text(ECHO.replace("v1", "v2"))
+        await wait_until(lambda: d.daemon.catalog.entries["p000"].version == 2, timeout=10)
+        assert await text(d, "/hooks/p000") == (200, "v2 x")

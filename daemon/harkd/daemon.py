@@ -143,6 +143,14 @@ class Daemon:
         self.address = sockets[0].getsockname()[:2] if sockets else (s.host, s.port)
         self._install_signals()
         t0 = time.perf_counter()
+        live = asyncio.Event()
+        watcher = asyncio.create_task(self._watch(live), name="watcher")
+        # Watching before loading, so no edit falls between the two.
+        waiting = asyncio.ensure_future(live.wait())
+        await asyncio.wait({waiting, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if watcher.done() and watcher.exception() is not None:
+            log.error("watcher_failed", error=str(watcher.exception()))
         await self.catalog.scan()
         self.ready = True
         log.info("daemon_ready", listen=f"{self.address[0]}:{self.address[1]}",
@@ -153,7 +161,6 @@ class Daemon:
         if started is not None:
             started(self.address)
 
-        watcher = asyncio.create_task(self._watch(), name="watcher")
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         try:
             await self.stop_event.wait()
@@ -203,7 +210,9 @@ class Daemon:
         await self.services.swap_settings(new)
         log.info("config_reloaded", file=str(path))
 
-    async def _watch(self) -> None:
+    async def _watch(self, live: asyncio.Event) -> None:
+        """Apply file changes until stopped; ``live`` is set once inotify watches the
+        folder, so that the first load cannot miss an edit made right after it."""
         import watchfiles
 
         folder = self.settings.pipelines.resolve()
@@ -211,9 +220,18 @@ class Daemon:
         config = self.settings.config_file.resolve() if self.settings.config_file else None
         if config is not None and config.parent != folder:
             paths.append(config.parent)
-        async for changes in watchfiles.awatch(*paths, watch_filter=None, debounce=400,
-                                               step=15, recursive=False,
-                                               stop_event=self.stop_event):
+        batches = watchfiles.awatch(*paths, watch_filter=None, debounce=400, step=15,
+                                    recursive=False, stop_event=self.stop_event)
+        # awatch sets up its watches synchronously, up to its first wait for changes.
+        pending = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0)
+        live.set()
+        while True:
+            try:
+                changes = await pending
+            except StopAsyncIteration:
+                return
+            pending = asyncio.ensure_future(anext(batches))
             changed = {Path(p) for _, p in changes}
             try:
                 if config is not None and config in changed:
