@@ -9,6 +9,7 @@ with the run id at once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.parse
 from collections.abc import Callable
@@ -64,8 +65,17 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes with 413."""
     from aiohttp import web
 
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
+        if not request.body_exists:
+            return b""
+        # The common case: a known length within the limit, read in one go.
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise web.HTTPBadRequest(text="body is shorter than its Content-Length") from None
     body = bytearray()
     while chunk := await request.content.read(65536):
         body += chunk
