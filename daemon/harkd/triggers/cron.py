@@ -7,8 +7,8 @@ daylight saving time handled the way Vixie cron does it: a time that a spring-fo
 skips fires at the first instant after the gap; in the hour that a fall-back repeats, a
 fixed-hour entry fires once while an entry with ``*`` in the hour field fires in both.
 
-The last fire time is kept in ``STATE/cron/NAME.json``, written (fsynced) as each run
-starts. When
+The last fire time is kept in ``STATE/cron/NAME.json``, written atomically just before each
+run starts (then fsynced). When
 the trigger starts (daemon start, reload) the fires missed since then are handled by
 ``catch_up``: ``none`` skips them, ``latest`` runs the last one, ``all`` runs each, and
 only fires less than ``grace`` old count; every skipped fire is logged
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import json
 import os
@@ -116,15 +117,30 @@ def read_last(path: Path) -> float | None:
         return None
 
 
-def write_last(path: Path, t: float, expression: str) -> None:
-    """Keep ``t`` as the last fire time; atomic, so a crash leaves the old or the new."""
+def write_last(path: Path, t: float, expression: str, *, sync: bool = True) -> None:
+    """Keep ``t`` as the last fire time; atomic, so a crash leaves the old or the new.
+
+    Without ``sync`` the new file survives a killed process (the kernel has it) but not a
+    power cut; :func:`sync_last` makes it durable later.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         json.dump({"last": t, "schedule": expression}, f)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def sync_last(path: Path) -> None:
+    """fsync the state file and its folder (after a ``sync=False`` write)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -209,13 +225,12 @@ class Clock:
 
     async def _fire(self, scheduled: float, *, catch_up: bool = False) -> None:
         self.lateness.append(time.time() - scheduled)
-        try:
-            self._decide(scheduled, catch_up)
-        finally:
-            # Kept after the run starts, so the fsync does not make the run late; a crash
-            # in between may repeat this one fire at the next start (never drop it).
-            await asyncio.to_thread(write_last, self.state, scheduled,
-                                    self.spec.schedule.expression)
+        # Kept before the run starts, with no await in between, so a killed daemon neither
+        # repeats nor drops this fire; a write without fsync takes microseconds, so the
+        # run is not late. The fsync (for power cuts) follows in a thread.
+        write_last(self.state, scheduled, self.spec.schedule.expression, sync=False)
+        self._decide(scheduled, catch_up)
+        await asyncio.to_thread(sync_last, self.state)
 
     def _decide(self, scheduled: float, catch_up: bool) -> None:
         overlap = self.spec.overlap
