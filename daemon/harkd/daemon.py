@@ -21,7 +21,7 @@ from aiohttp import web
 from . import __version__
 from . import settings as settings_mod
 from .catalog import Catalog
-from .errors import ConfigError, ConfigErrors, HarkError, Position
+from .errors import ConfigErrors, HarkError
 from .notify import Notifier
 from .registry import Registry
 from .registry import default as default_registry
@@ -204,8 +204,6 @@ class Daemon:
             for err in exc.errors:
                 log.error("config_invalid", error=str(err))
             return
-        if new.listen != self.settings.listen or new.pipelines != self.settings.pipelines:
-            log.warning("config_needs_restart", keys="server.listen, pipelines")
         self.settings = new
         await self.services.swap_settings(new)
         log.info("config_reloaded", file=str(path))
@@ -278,7 +276,8 @@ class Daemon:
 
 
 def _overrides(s: Settings) -> dict[str, Any]:
-    return {"listen": s.listen, "pipelines": s.pipelines}
+    """What a reload of ``harkd.yaml`` keeps: the listener and folders need a restart."""
+    return {"listen": s.listen, "pipelines": s.pipelines, "state": s.state}
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -306,11 +305,3 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     if bound is None:
         return error_response(404, f"no pipeline serves {request.path}")
     return await bound.pipeline.trigger.handle(request, bound)
-
-
-def config_error_lines(exc: ConfigErrors | ConfigError) -> list[str]:
-    errors = exc.errors if isinstance(exc, ConfigErrors) else [exc]
-    return [str(e) for e in errors]
-
-
-__all__ = ["Daemon", "Position", "StartupError"]
