@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -25,13 +26,23 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-async def invoke(settings: Settings, name: str, data: Any = None) -> RunResult:
-    """Load the pipelines folder in-process and run ``name`` once (no listener)."""
+@contextlib.asynccontextmanager
+async def loaded(settings: Settings) -> AsyncIterator[Catalog]:
+    """The pipelines folder loaded in-process (no listener), closed afterwards."""
     services = Services(settings, default_registry())
     catalog = Catalog(services, settings.pipelines)
     services.catalog = catalog
     try:
         await catalog.scan()
+        yield catalog
+    finally:
+        await catalog.close(settings.shutdown_timeout)
+        await services.aclose()
+
+
+async def invoke(settings: Settings, name: str, data: Any = None) -> RunResult:
+    """Load the pipelines folder in-process and run ``name`` once (no listener)."""
+    async with loaded(settings) as catalog:
         entry = catalog.entries.get(name)
         if entry is None or entry.bound is None:
             known = ", ".join(sorted(catalog.entries)) or "none"
@@ -40,9 +51,6 @@ async def invoke(settings: Settings, name: str, data: Any = None) -> RunResult:
                              http_status=404)
         bound = entry.bound
         return await bound.run(bound.new_run(data, {"kind": "invoke"}))
-    finally:
-        await catalog.close(settings.shutdown_timeout)
-        await services.aclose()
 
 
 async def ask(settings: Settings, prompt: str, *, model: str = "default",
@@ -81,15 +89,9 @@ async def list_pipelines(settings: Settings, *, offline: bool = False
                     return f"daemon at {settings.listen}", list(data["pipelines"])
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError):
             pass
-    services = Services(settings, default_registry())
-    catalog = Catalog(services, settings.pipelines)
-    try:
-        await catalog.scan()
+    async with loaded(settings) as catalog:
         return f"offline, {settings.pipelines}", [
             catalog.entries[n].describe() for n in sorted(catalog.entries)]
-    finally:
-        await catalog.close(1.0)
-        await services.aclose()
 
 
 class DaemonUnreachable(HarkError, ConnectionError):

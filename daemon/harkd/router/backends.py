@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -110,6 +110,20 @@ def _error_text(body: bytes) -> str:
             return str(err.get("message") or err)
         return str(err)
     return text
+
+
+async def post(pool: SessionPool, dep: Deployment, base: str, path: str, data: bytes,
+               headers: Mapping[str, str]) -> bytes:
+    """POST to ``base + path`` over the pooled session; the raw answer. HTTP errors and
+    connection failures raise the router's :class:`BackendFailed`."""
+    try:
+        async with pool.get(base).post(base + path, data=data, headers=dict(headers)) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise http_error(dep, resp.status, raw, resp.headers)
+            return raw
+    except aiohttp.ClientError as exc:
+        raise connection_error(dep, exc) from None
 
 
 def connection_error(dep: Deployment, exc: BaseException) -> BackendFailed:

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from .backends import SessionPool, connection_error, http_error
+from .backends import SessionPool, connection_error, http_error, post
 from .config import Deployment
 from .errors import BackendFailed
 from .types import ChatRequest, Completion, Delta, ToolCall, Usage
@@ -84,15 +84,8 @@ class OllamaBackend:
 
     async def complete(self, dep: Deployment, base: str, req: ChatRequest) -> Completion:
         data = json.dumps(request_body(dep, req, False)).encode()
-        try:
-            async with self.pool.get(base).post(
-                    base + "/api/chat", data=data,
-                    headers={"Content-Type": "application/json"}) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise http_error(dep, resp.status, raw, resp.headers)
-        except aiohttp.ClientError as exc:
-            raise connection_error(dep, exc) from None
+        raw = await post(self.pool, dep, base, "/api/chat", data,
+                         {"Content-Type": "application/json"})
         try:
             doc = json.loads(raw)
             message = doc["message"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from .backends import SessionPool, connection_error, http_error
+from .backends import SessionPool, connection_error, http_error, post
 from .config import KEY_ENV, Deployment, is_local_url
 from .errors import BackendFailed, MissingApiKey
 from .types import ChatRequest, Completion, Delta, ToolCall, Usage
@@ -87,15 +87,7 @@ class OpenAIBackend:
     async def complete(self, dep: Deployment, base: str, req: ChatRequest) -> Completion:
         headers = self._headers(dep, base)
         data = json.dumps(request_body(dep.model, dep, req, False)).encode()
-        session = self.pool.get(base)
-        try:
-            async with session.post(base + "/chat/completions", data=data,
-                                    headers=headers) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise http_error(dep, resp.status, raw, resp.headers)
-        except aiohttp.ClientError as exc:
-            raise connection_error(dep, exc) from None
+        raw = await post(self.pool, dep, base, "/chat/completions", data, headers)
         try:
             doc = json.loads(raw)
             choice = doc["choices"][0]
