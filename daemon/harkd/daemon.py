@@ -139,6 +139,7 @@ class Daemon:
             await runner.cleanup()
             raise StartupError(str(exc), EX_CANTCREAT) from None
         self.services.observers.append(self.runlog)
+        await self._join_cluster()
         sockets = getattr(site._server, "sockets", None) or []
         self.address = sockets[0].getsockname()[:2] if sockets else (s.host, s.port)
         self._install_signals()
@@ -182,6 +183,21 @@ class Daemon:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    async def _join_cluster(self) -> None:
+        """With ``cluster:`` in ``harkd.yaml``: connect to Redis (a replica whose Redis
+        is down starts on local state) and put the replica id in runs and metrics."""
+        from . import cluster
+
+        conf = cluster.config(self.settings.extra, self.settings.listen)
+        if conf is None:
+            return
+        from .cluster.link import Collector, start
+
+        link = await start(self.services, conf)
+        self.metrics.registry.register(Collector(link))
+        if self.runlog is not None:
+            self.runlog.replica = link.replica
 
     async def reload(self) -> None:
         """Rescan everything (SIGHUP, ``POST /api/reload``): config first, then files."""
@@ -288,7 +304,13 @@ async def _readyz(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     if not daemon.ready:
         return web.json_response({"status": "loading"}, status=503)
-    return web.json_response({"status": "ready", "pipelines": daemon.catalog.counts()})
+    body: dict[str, Any] = {"status": "ready", "pipelines": daemon.catalog.counts()}
+    from .cluster import of as cluster_of
+
+    link = cluster_of(daemon.services)
+    if link is not None:
+        body["cluster"] = link.detail()  # ready on local state too: the detail says so
+    return web.json_response(body)
 
 
 async def _close_websockets(app: web.Application) -> None:

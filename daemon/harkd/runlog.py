@@ -151,6 +151,8 @@ class RunLog:
     def __init__(self, path: Path, limits: Limits = Limits()) -> None:
         self.path = path
         self.limits = limits
+        #: in a cluster: this replica's id, added to every record read back
+        self.replica: str | None = None
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
@@ -335,11 +337,16 @@ class RunLog:
         sql = ("SELECT seq, id, pipeline, version, trigger_kind, started, duration, status, "
                "error, http_status FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY seq DESC LIMIT ?")
-        return [summary(r) for r in self._read(sql, (*args, limit))]
+        return [self._mark(summary(r)) for r in self._read(sql, (*args, limit))]
 
     def get_sync(self, run_id: str) -> dict[str, Any] | None:
         rows = self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
-        return record(rows[0]) if rows else None
+        return self._mark(record(rows[0])) if rows else None
+
+    def _mark(self, out: dict[str, Any]) -> dict[str, Any]:
+        if self.replica is not None:
+            out["replica"] = self.replica
+        return out
 
     async def query(self, **kw: Any) -> list[dict[str, Any]]:
         await self.flush()

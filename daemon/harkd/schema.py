@@ -108,8 +108,9 @@ CACHE: dict[str, Any] = {
     "additionalProperties": False,
     "description": "Response caching (off unless an alias or an llm step turns it on).",
     "properties": {
-        "store": {"enum": ["memory", "sqlite"], "default": "memory",
-                  "description": "memory, or sqlite in the state folder (survives restarts)."},
+        "store": {"enum": ["memory", "sqlite", "redis"], "default": "memory",
+                  "description": "memory, sqlite in the state folder (survives restarts), "
+                                 "or redis (shared by the replicas of a cluster)."},
         "ttl": {"type": ["string", "number"], "default": "10m",
                 "description": "How long an answer is reused."},
         "max_entries": {"type": "integer", "minimum": 1, "default": 1000},
@@ -165,6 +166,9 @@ def config_schema() -> dict[str, Any]:
 
     props["tools"] = TOOLS
     props["sessions"] = SESSIONS
+    from .cluster import SCHEMA as CLUSTER
+
+    props["cluster"] = CLUSTER
     return {
         "$schema": DRAFT,
         "$id": BASE + "harkd.schema.json",

@@ -3,7 +3,8 @@
 Each session key (a rendered template, e.g. ``{{ trigger.headers['X-User'] }}``) holds the
 user and assistant turns in order. A call sends the step's system prompt, then the newest
 turns that fit the token budget, then the new message; so memory survives restarts and
-never outgrows the model's context. One store per daemon (``services.shared``).
+never outgrows the model's context. One store per daemon (``services.shared``); in a
+cluster (``cluster:`` in ``harkd.yaml``) the turns live in Redis (:func:`store_for`).
 
 SQLite calls run on the event loop: they are sub-millisecond with WAL and
 ``synchronous=NORMAL``, cheaper than a thread hop.
@@ -15,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .router.backends import estimate_tokens
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .services import Services
 
 SHARED_KEY = "sessions"
+CLUSTER_KEY = "sessions_cluster"
 DEFAULT_BUDGET = 2000
 DEFAULT_KEEP = 200
 
@@ -83,26 +85,23 @@ class SessionStore:
     def history(self, key: str, budget: int | None = None) -> list[dict[str, str]]:
         """The newest turns of ``key`` that fit ``budget`` tokens, oldest first, starting
         with a user turn."""
-        left = self.budget if budget is None else budget
         rows = self._db.execute(
             "SELECT role, content, tokens FROM messages WHERE session = ? "
             "ORDER BY id DESC LIMIT ?", (key, self.keep)).fetchall()
-        picked: list[dict[str, str]] = []
-        for role, content, tokens in rows:
-            if tokens > left:
-                break
-            left -= tokens
-            picked.append({"role": role, "content": content})
-        picked.reverse()
-        while picked and picked[0]["role"] != "user":
-            picked.pop(0)
-        return picked
+        return newest(rows, self.budget if budget is None else budget)
+
+    async def load(self, key: str, budget: int | None = None) -> list[dict[str, str]]:
+        """:meth:`history`, as every session store offers it (see :func:`store_for`)."""
+        return self.history(key, budget)
+
+    async def save(self, key: str, messages: Iterable[Mapping[str, Any]]) -> None:
+        """:meth:`append`, as every session store offers it."""
+        self.append(key, messages)
 
     def append(self, key: str, messages: Iterable[Mapping[str, Any]]) -> None:
         """Store turns (only their role and text) and drop what is over ``keep``."""
         now = time.time()
-        rows = [(key, str(m["role"]), str(m.get("content") or ""),
-                 4 + estimate_tokens(str(m.get("content") or "")), now) for m in messages]
+        rows = [(key, role, content, tokens, now) for role, content, tokens in turns(messages)]
         self._db.execute("BEGIN")
         try:
             self._db.executemany(
@@ -124,6 +123,55 @@ class SessionStore:
 
     async def aclose(self) -> None:
         self._db.close()
+
+
+class Sessions(Protocol):
+    """What an ``llm`` step needs of a session store: this module's SQLite one, or the
+    Redis one of a cluster (:mod:`harkd.cluster.sessions`)."""
+
+    budget: int
+
+    async def load(self, key: str, budget: int | None = None) -> list[dict[str, str]]: ...
+
+    async def save(self, key: str, messages: Iterable[Mapping[str, Any]]) -> None: ...
+
+
+def store_for(services: Services) -> Sessions:
+    """The session store of this daemon: in Redis when it runs in a cluster."""
+    shared = services.shared.get(CLUSTER_KEY)
+    if shared is not None:
+        return shared  # type: ignore[no-any-return]
+    from . import cluster
+
+    link = cluster.of(services)
+    if link is None:
+        return SessionStore.shared(services)
+    from .cluster.sessions import SharedSessions
+
+    store = services.shared[CLUSTER_KEY] = SharedSessions(link, SessionStore.shared(services))
+    return store
+
+
+def newest(rows: Iterable[tuple[str, str, int]], budget: int) -> list[dict[str, str]]:
+    """From turns newest first as (role, content, tokens): the newest that fit ``budget``
+    tokens, oldest first, starting with a user turn."""
+    left = budget
+    picked: list[dict[str, str]] = []
+    for role, content, tokens in rows:
+        if tokens > left:
+            break
+        left -= tokens
+        picked.append({"role": role, "content": content})
+    picked.reverse()
+    while picked and picked[0]["role"] != "user":
+        picked.pop(0)
+    return picked
+
+
+def turns(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, int]]:
+    """The stored form of messages: role, text and estimated tokens."""
+    return [(str(m["role"]), str(m.get("content") or ""),
+             4 + estimate_tokens(str(m.get("content") or ""))) for m in messages]
 
 
 def fit(system: list[dict[str, Any]], history: list[dict[str, str]],

@@ -1,4 +1,5 @@
-"""Response caching, off by default: exact-match on the request, in memory or SQLite.
+"""Response caching, off by default: exact-match on the request, in memory, SQLite or
+Redis (in a cluster, shared by the replicas).
 
 Turned on per alias (``router.cache.aliases``) or per ``llm`` step (``cache: true`` or a
 TTL). The key is a hash of everything that shapes the answer: alias, messages,
@@ -35,11 +36,12 @@ def key(req: ChatRequest) -> str:
 
 
 class Store(Protocol):
-    """Where cached answers live."""
+    """Where cached answers live (memory, SQLite, or Redis in a cluster:
+    :class:`harkd.cluster.cache.RedisStore`)."""
 
-    def get(self, key: str) -> ChatResponse | None: ...
+    async def get(self, key: str) -> ChatResponse | None: ...
 
-    def put(self, key: str, response: ChatResponse, ttl: float) -> None: ...
+    async def put(self, key: str, response: ChatResponse, ttl: float) -> None: ...
 
 
 class MemoryStore:
@@ -49,7 +51,7 @@ class MemoryStore:
         self.max_entries = max_entries
         self._items: OrderedDict[str, tuple[float, ChatResponse]] = OrderedDict()
 
-    def get(self, key: str) -> ChatResponse | None:
+    async def get(self, key: str) -> ChatResponse | None:
         hit = self._items.get(key)
         if hit is None:
             return None
@@ -59,7 +61,7 @@ class MemoryStore:
         self._items.move_to_end(key)
         return hit[1]
 
-    def put(self, key: str, response: ChatResponse, ttl: float) -> None:
+    async def put(self, key: str, response: ChatResponse, ttl: float) -> None:
         self._items[key] = (time.time() + ttl, response)
         self._items.move_to_end(key)
         while len(self._items) > self.max_entries:
@@ -79,21 +81,16 @@ class SqliteStore:
         self._db.execute("create table if not exists responses (key text primary key, "
                          "expires real not null, body text not null)")
 
-    def get(self, key: str) -> ChatResponse | None:
+    async def get(self, key: str) -> ChatResponse | None:
         with self._lock:
             row = self._db.execute("select expires, body from responses where key = ?",
                                    (key,)).fetchone()
         if row is None or row[0] < time.time():
             return None
-        data = json.loads(row[1])
-        return ChatResponse(text=data["text"], alias=data["alias"],
-                            deployment=data["deployment"], usage=Usage(**data["usage"]),
-                            finish_reason=data.get("finish_reason"))
+        return loads(row[1])
 
-    def put(self, key: str, response: ChatResponse, ttl: float) -> None:
-        body = json.dumps({"text": response.text, "alias": response.alias,
-                           "deployment": response.deployment, "usage": asdict(response.usage),
-                           "finish_reason": response.finish_reason})
+    async def put(self, key: str, response: ChatResponse, ttl: float) -> None:
+        body = dumps(response)
         now = time.time()
         with self._lock:
             self._db.execute("insert or replace into responses values (?, ?, ?)",
@@ -121,25 +118,46 @@ class Cache:
             return float(req.cache) if req.cache is not True else self.ttl
         return self.ttl if req.model in self.aliases else 0.0
 
-    def lookup(self, req: ChatRequest) -> ChatResponse | None:
+    async def lookup(self, req: ChatRequest) -> ChatResponse | None:
         if self.ttl_for(req) <= 0:
             return None
-        hit = self.store.get(key(req))
+        hit = await self.store.get(key(req))
         return replace(hit, cached=True, latency=0.0, ttft=None, attempts=()) if hit else None
 
-    def remember(self, req: ChatRequest, response: ChatResponse) -> None:
+    async def remember(self, req: ChatRequest, response: ChatResponse) -> None:
         ttl = self.ttl_for(req)
         if ttl > 0 and not response.tool_calls:
-            self.store.put(key(req), response, ttl)
+            await self.store.put(key(req), response, ttl)
 
 
-def build(raw: Mapping[str, Any] | None, state: Path | None) -> Cache | None:
-    """The ``router.cache`` section as a Cache; None when the section is absent."""
+def dumps(response: ChatResponse) -> str:
+    """A cached answer as JSON text (what SQLite and Redis keep)."""
+    return json.dumps({"text": response.text, "alias": response.alias,
+                       "deployment": response.deployment, "usage": asdict(response.usage),
+                       "finish_reason": response.finish_reason}, ensure_ascii=False)
+
+
+def loads(text: str) -> ChatResponse:
+    data = json.loads(text)
+    return ChatResponse(text=data["text"], alias=data["alias"], deployment=data["deployment"],
+                        usage=Usage(**data["usage"]), finish_reason=data.get("finish_reason"))
+
+
+def build(raw: Mapping[str, Any] | None, state: Path | None,
+          cluster: Any = None) -> Cache | None:
+    """The ``router.cache`` section as a Cache; None when the section is absent.
+    ``store: redis`` needs the daemon's cluster link; without one it falls back to
+    memory."""
     if not raw:
         return None
     size = int(raw.get("max_entries", 1000))
     store: Store
-    if raw.get("store", "memory") == "sqlite" and state is not None:
+    kind = raw.get("store", "memory")
+    if kind == "redis" and cluster is not None:
+        from ..cluster.cache import RedisStore
+
+        store = RedisStore(cluster, MemoryStore(size))
+    elif kind == "sqlite" and state is not None:
         from ..state import subdir
 
         store = SqliteStore(subdir(state, "cache") / "responses.sqlite3", size)

@@ -29,6 +29,8 @@ from .health import Breaker, Limiter
 from .types import Attempt, ChatRequest, ChatResponse, Completion, Delta, ToolCall, Usage
 
 if TYPE_CHECKING:
+    from ..cluster.limits import SharedBreakers, SharedLimit
+    from ..cluster.link import Cluster
     from ..services import Services
     from ..settings import Settings
 
@@ -49,13 +51,16 @@ def router_observers(services: Services) -> list[Observer]:
 class _State:
     breaker: Breaker
     limiter: Limiter | None
+    #: in a cluster: the limits counted in Redis, and the deployment's name there
+    shared: SharedLimit | None = None
+    key: str = ""
 
 
 class _Call:
     """The bookkeeping of one call: its attempts and why it left each deployment."""
 
-    __slots__ = ("alias", "attempts", "deadline", "errors", "estimate", "reason", "req",
-                 "stream")
+    __slots__ = ("alias", "attempts", "deadline", "errors", "estimate", "lease", "reason",
+                 "req", "stream")
 
     def __init__(self, req: ChatRequest, stream: bool, queue_timeout: float) -> None:
         self.req = req
@@ -66,6 +71,8 @@ class _Call:
         self.reason: str | None = None
         self.deadline = time.monotonic() + queue_timeout
         self.estimate = -1
+        #: the shared limit slot this call holds (in a cluster)
+        self.lease: str | None = None
 
     def tokens(self) -> int:
         if self.estimate < 0:
@@ -102,6 +109,9 @@ class Router:
         self._idle.set()
         #: the response cache (router.cache), None when not configured
         self.cache: Cache | None = None
+        #: in a cluster (:meth:`share`): the Redis link and the breakers it spreads
+        self.cluster: Cluster | None = None
+        self.breakers: SharedBreakers | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, services: Services | None = None) -> Router:
@@ -109,7 +119,10 @@ class Router:
         ``services.shared`` so that a rebuilt router keeps both."""
         policy = parse_policy(settings.router)
         aliases = parse(settings.models, policy)
-        cache = build_cache(settings.router.get("cache"), settings.state)
+        from ..cluster import of as cluster_of
+
+        link = cluster_of(services) if services is not None else None
+        cache = build_cache(settings.router.get("cache"), settings.state, link)
         if services is None:
             router = cls(aliases, policy)
         else:
@@ -119,7 +132,24 @@ class Router:
             router = cls(aliases, policy, services, pool=pool,
                          observers=router_observers(services))
         router.cache = cache
+        if link is not None:
+            router.share(link)
         return router
+
+    def share(self, cluster: Cluster) -> None:
+        """Count limits in Redis and spread breaker changes to the other replicas."""
+        from ..cluster.limits import SharedBreakers, SharedLimit, dep_key
+
+        breakers: dict[str, Breaker] = {}
+        for deps in self._deployments.values():
+            for d in deps:
+                state = self._states[d.id]
+                state.key = dep_key(d)
+                breakers[state.key] = state.breaker
+                if state.limiter is not None:
+                    state.shared = SharedLimit(cluster, d)
+        self.cluster = cluster
+        self.breakers = SharedBreakers(cluster, breakers)
 
     # -- what is configured -----------------------------------------------------------
 
@@ -184,11 +214,11 @@ class Router:
         """One call, answered whole. Raises UnknownAlias, CloudForbidden or NoDeployment."""
         if self.cache is None:
             return await self._complete(req)
-        hit = self.cache.lookup(req)
+        hit = await self.cache.lookup(req)
         if hit is not None:
             return hit
         response = await self._complete(req)
-        self.cache.remember(req, response)
+        await self.cache.remember(req, response)
         return response
 
     async def _complete(self, req: ChatRequest) -> ChatResponse:
@@ -249,7 +279,7 @@ class Router:
                 exc = failed
             else:
                 now = time.perf_counter()
-                state.breaker.success()
+                self._succeeded(state)
                 return self._respond(dep, call, out, now - t0, None, now - ta, attempt)
             delay = self._failed(dep, state, call, exc, attempt, time.perf_counter() - ta)
             if delay is None:
@@ -282,6 +312,7 @@ class Router:
                 attempt: int, took: float) -> float | None:
         """Record a failed attempt; the delay before retrying, or None to move on."""
         now = time.monotonic()
+        was = (state.breaker.state, state.breaker.until)
         if exc.breaker:
             state.breaker.failure(now)
         else:
@@ -299,7 +330,16 @@ class Router:
         if delay is None:
             call.reason = outcome
             call.errors.append((dep, exc.message, exc))
+        if self.breakers is not None and state.breaker.state == "open" \
+                and (state.breaker.state, state.breaker.until) != was:
+            self.breakers.opened(state.key, state.breaker)
         return delay
+
+    def _succeeded(self, state: _State) -> None:
+        spread = self.breakers is not None and state.breaker.state != "closed"
+        state.breaker.success()
+        if spread and self.breakers is not None:
+            self.breakers.closed(state.key)
 
     def _retry_delay(self, exc: BackendFailed, attempt: int, state: _State,
                      now: float) -> float | None:
@@ -346,7 +386,7 @@ class Router:
                 if not state.breaker.available(now):
                     continue
                 if state.limiter is not None:
-                    hint = state.limiter.wait_hint(now, call.tokens())
+                    hint = await self._limit_hint(state, call, now)
                     if hint != 0.0:
                         busy = True
                         if hint is not None:
@@ -358,6 +398,7 @@ class Router:
                 pending.remove(chosen)
                 state = self._states[chosen.id]
                 if not state.breaker.allow(now):
+                    self._give_back(state, call, None)
                     continue
                 if state.limiter is not None:
                     state.limiter.acquire(now, call.tokens())
@@ -393,6 +434,30 @@ class Router:
             if fut in self._waiters:
                 self._waiters.remove(fut)
 
+    async def _limit_hint(self, state: _State, call: _Call, now: float) -> float | None:
+        """As :meth:`Limiter.wait_hint`; in a cluster the limits are counted in Redis
+        (a 0 there takes the slot: ``call.lease``), or, while Redis is down, this
+        replica keeps its share of them."""
+        assert state.limiter is not None
+        if state.shared is not None and self.cluster is not None:
+            from ..cluster.limits import POLL
+            from ..cluster.link import Unavailable
+
+            try:
+                hint, call.lease = await state.shared.acquire(call.tokens())
+            except Unavailable:
+                state.limiter.share = self.cluster.replicas
+            else:
+                state.limiter.share = 1
+                # Another replica's finishing call wakes no one here: ask again soon.
+                return POLL if hint is None else hint
+        return state.limiter.wait_hint(now, call.tokens())
+
+    def _give_back(self, state: _State, call: _Call, used: int | None) -> None:
+        if call.lease is not None and state.shared is not None:
+            state.shared.release(call.lease, call.tokens(), used)
+        call.lease = None
+
     def _release(self, state: _State, call: _Call) -> None:
         if state.breaker.state == "half_open":
             state.breaker.release_probe()  # the call ended without a verdict
@@ -401,6 +466,7 @@ class Router:
         used = call.attempts[-1].prompt_tokens + call.attempts[-1].completion_tokens \
             if call.attempts and call.attempts[-1].outcome == "ok" else None
         state.limiter.release(call.tokens(), used)
+        self._give_back(state, call, used)
         waiters, self._waiters = self._waiters, []
         for fut in waiters:
             if not fut.done():
@@ -495,7 +561,7 @@ class ChatStream:
     async def _chunks(self) -> AsyncIterator[str]:
         r = self.router
         cache = r.cache
-        hit = cache.lookup(self.req) if cache is not None else None
+        hit = await cache.lookup(self.req) if cache is not None else None
         if hit is not None:
             self.response = hit
             yield hit.text
@@ -503,7 +569,7 @@ class ChatStream:
         async for chunk in self._routed():
             yield chunk
         if cache is not None and self.response is not None:
-            cache.remember(self.req, self.response)  # only a stream that ended whole
+            await cache.remember(self.req, self.response)  # only a stream that ended whole
 
     async def _routed(self) -> AsyncIterator[str]:
         r = self.router
@@ -587,7 +653,7 @@ class ChatStream:
         finally:
             await _close(agen)
         now = time.perf_counter()
-        state.breaker.success()
+        r._succeeded(state)
         self.response = r._respond(dep, call, acc.completion(), now - t0, ttft, now - ta,
                                    attempt)
 

@@ -83,6 +83,8 @@ class Limiter:
         self.rpm = rpm
         self.tpm = tpm
         self.active = 0
+        #: in a cluster whose Redis is down: the replicas that split the limits
+        self.share = 1
         self._requests: collections.deque[float] = collections.deque()
         self._tokens: collections.deque[tuple[float, int]] = collections.deque()
         self._token_sum = 0
@@ -98,12 +100,14 @@ class Limiter:
         """0 if a call of ``tokens`` may start now; seconds until a rate window frees up;
         ``None`` if only a finishing call can free a slot."""
         self._expire(now)
-        if self.max_concurrent is not None and self.active >= self.max_concurrent:
+        share = self.share
+        if self.max_concurrent is not None and self.active >= -(-self.max_concurrent // share):
             return None
         wait = 0.0
-        if self.rpm is not None and len(self._requests) >= self.rpm:
+        if self.rpm is not None and len(self._requests) >= -(-self.rpm // share):
             wait = max(wait, self._requests[0] + WINDOW - now)
-        if self.tpm is not None and self._token_sum and self._token_sum + tokens > self.tpm:
+        if self.tpm is not None and self._token_sum and \
+                self._token_sum + tokens > self.tpm / share:
             wait = max(wait, self._tokens[0][0] + WINDOW - now)
         return wait
 

@@ -75,7 +75,7 @@ class LLMStep:
         elif not self.messages:
             new.append({"role": "user", "content": _as_prompt(data)})
         key = str(self.session.render(ctx)) if self.session is not None else None
-        messages = self._with_history(run, key, system, new)
+        messages = await self._with_history(run, key, system, new)
         request = ChatRequest(
             model=self.model, messages=tuple(messages), temperature=self.temperature,
             max_tokens=self.max_tokens, stop=self.stop, json_schema=self.json_schema,
@@ -97,28 +97,27 @@ class LLMStep:
                 text = resp.text
         except HarkError as exc:
             raise _step_error(exc) from None
-        self._remember(run, key, new, text)
+        await self._remember(run, key, new, text)
         return TextStream(_once(text)) if self.stream else text
 
-    def _with_history(self, run: Run, key: str | None, system: list[dict[str, Any]],
-                      new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _with_history(self, run: Run, key: str | None, system: list[dict[str, Any]],
+                            new: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if key is None:
             return [*system, *new]
-        from ..sessions import SessionStore, fit
+        from ..sessions import fit, store_for
 
-        store = SessionStore.shared(run.services)
+        store = store_for(run.services)
         budget = self.session_budget or store.budget
-        return fit(system, store.history(key, budget), new, budget)
+        return fit(system, await store.load(key, budget), new, budget)
 
-    def _remember(self, run: Run, key: str | None, new: list[dict[str, Any]],
-                  answer: Any) -> None:
+    async def _remember(self, run: Run, key: str | None, new: list[dict[str, Any]],
+                        answer: Any) -> None:
         if key is None:
             return
-        from ..sessions import SessionStore
+        from ..sessions import store_for
 
         text = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
-        SessionStore.shared(run.services).append(
-            key, [*new, {"role": "assistant", "content": text}])
+        await store_for(run.services).save(key, [*new, {"role": "assistant", "content": text}])
 
     async def _streamed(self, run: Run, router: Router, request: ChatRequest,
                         record: StepRecord, key: str | None, new: list[dict[str, Any]]
@@ -133,7 +132,7 @@ class LLMStep:
             await stream.aclose()
         if stream.response is not None:
             record.detail.update(stream.response.detail())
-            self._remember(run, key, new, stream.response.text)
+            await self._remember(run, key, new, stream.response.text)
 
     async def _structured(self, router: Router, request: ChatRequest, record: StepRecord,
                           run: Run, key: str | None, new: list[dict[str, Any]]) -> Any:
@@ -160,7 +159,7 @@ class LLMStep:
         if problem is not None:
             raise StepError(f"model alias {self.model!r} did not answer with JSON matching "
                             f"json_schema after one retry: {problem}", status=502)
-        self._remember(run, key, new, value)
+        await self._remember(run, key, new, value)
         return value
 
     async def _with_tools(self, run: Run, router: Router, request: ChatRequest,

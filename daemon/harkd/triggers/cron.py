@@ -16,6 +16,9 @@ only fires less than ``grace`` old count; every skipped fire is logged
 
 ``overlap`` says what a fire does while the previous run still runs: ``skip`` it
 (logged), ``queue`` it (at most ``queue`` fires wait), or run in ``parallel``.
+
+In a cluster each fire runs on one replica: :mod:`harkd.cluster.cron` hands out the
+leases.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from ..errors import StepError
 from ..registry import TriggerKind
 
 if TYPE_CHECKING:
+    from ..cluster.cron import FireLeases
     from ..engine import Bound
     from ..pipeline import Build
     from ..templates import Renderable
@@ -181,6 +185,18 @@ class Clock:
         self.draining: asyncio.Task[None] | None = None
         #: lateness of each fire in seconds (the bench reads it)
         self.lateness: list[float] = []
+        from ..cluster import of as cluster_of
+
+        cluster = cluster_of(bound.services)
+        self.leases: FireLeases | None = None
+        if cluster is not None:
+            from ..cluster.cron import FireLeases
+
+            self.leases = FireLeases(cluster, bound.name, spec.grace)
+        #: in a cluster: fires Redis was down for, and the fencing token of each won fire
+        self.deferred: list[float] = []
+        self.fences: dict[float, int] = {}
+        self.later: set[asyncio.Task[None]] = set()
 
     async def run(self, started: Callable[[], None]) -> None:
         schedule = self.spec.schedule
@@ -191,9 +207,25 @@ class Clock:
             # restart before the first fire catches that fire up.
             last = now
             await asyncio.to_thread(write_last, self.state, now, schedule.expression)
+        if self.leases is not None:
+            # The cluster's last fire counts, not only this replica's.
+            shared = await self.leases.last()
+            if shared is not None and last < shared <= now:
+                last = shared
+            self.leases.cluster.reconciler(f"cron:{self.bound.name}", self._reconcile)
         started()
         log.info("cron_started", pipeline=self.bound.name, schedule=schedule.expression,
                  timezone=schedule.timezone, next_fire=schedule.local(schedule.next_after(now)))
+        try:
+            await self._loop(last, now)
+        finally:
+            if self.leases is not None:
+                self.leases.cluster.forget(f"cron:{self.bound.name}", self._reconcile)
+                for task in self.later:
+                    task.cancel()
+
+    async def _loop(self, last: float, now: float) -> None:
+        schedule = self.spec.schedule
         await self._catch_up(last, now)
         t = schedule.next_after(max(last, now))
         while True:
@@ -225,12 +257,56 @@ class Clock:
 
     async def _fire(self, scheduled: float, *, catch_up: bool = False) -> None:
         self.lateness.append(time.time() - scheduled)
+        if self.leases is not None and not await self._won(scheduled):
+            return
         # Kept before the run starts, with no await in between, so a killed daemon neither
         # repeats nor drops this fire; a write without fsync takes microseconds, so the
         # run is not late. The fsync (for power cuts) follows in a thread.
         write_last(self.state, scheduled, self.spec.schedule.expression, sync=False)
         self._decide(scheduled, catch_up)
         await asyncio.to_thread(sync_last, self.state)
+
+    async def _won(self, scheduled: float) -> bool:
+        """In a cluster: whether this replica runs the fire at ``scheduled``."""
+        assert self.leases is not None
+        verdict, token = await self.leases.take(scheduled)
+        if verdict == "run" and token is not None:
+            self.fences[scheduled] = token
+            return True
+        if verdict == "pending":
+            # Claimed by a replica that has not confirmed: if it died, its claim expires.
+            task = asyncio.create_task(self._look_again(scheduled))
+            self.later.add(task)
+            task.add_done_callback(self.later.discard)
+        elif verdict == "offline":
+            if self.leases.offline == "local":
+                return True
+            if not self.deferred:
+                log.warning("cron_deferred", pipeline=self.bound.name,
+                            reason="redis unavailable", scheduled=self.spec.schedule.local(
+                                scheduled))
+            self.deferred.append(scheduled)
+        return False
+
+    async def _look_again(self, scheduled: float) -> None:
+        from ..cluster.cron import LEASE
+
+        await asyncio.sleep(LEASE + 0.1)
+        if time.time() - scheduled <= self.spec.grace:
+            await self._fire(scheduled, catch_up=True)
+
+    async def _reconcile(self) -> None:
+        """Redis is back: the deferred fires, as ``catch_up`` says (one replica runs each)."""
+        missed, self.deferred = self.deferred, []
+        now = time.time()
+        within = [t for t in missed if now - t <= self.spec.grace]
+        due = {"none": [], "latest": within[-1:], "all": within}[self.spec.catch_up]
+        if len(missed) > len(due):
+            log.warning("cron_missed", pipeline=self.bound.name, missed=len(missed),
+                        skipped=len(missed) - len(due), caught_up=len(due),
+                        catch_up=self.spec.catch_up, reason="redis unavailable")
+        for t in due:
+            await self._fire(t, catch_up=True)
 
     def _decide(self, scheduled: float, catch_up: bool) -> None:
         overlap = self.spec.overlap
@@ -255,6 +331,9 @@ class Clock:
                    "timezone": self.spec.schedule.timezone, "scheduled": scheduled,
                    "scheduled_local": self.spec.schedule.local(scheduled),
                    "fired": time.time(), "catch_up": catch_up}
+        if self.leases is not None:
+            trigger["replica"] = self.leases.cluster.replica
+            trigger["fence"] = self.fences.pop(scheduled, None)
         data: Any = None
         if self.spec.input is not None:
             try:

@@ -1,0 +1,186 @@
+"""Router state shared by the replicas: deployment limits and circuit breakers.
+
+:class:`SharedLimit` counts a deployment's ``max_concurrent``, ``rpm`` and ``tpm`` in Redis
+with one Lua script per call (Redis's clock, so replicas' clocks need not agree). A slot
+taken for ``max_concurrent`` is a lease that expires ``timeout`` + 5 s after it was taken,
+so a killed replica cannot hold slots for ever. While Redis is down each replica enforces
+its share of each limit (the limit divided by the replicas last seen alive) locally.
+
+:class:`SharedBreakers` spreads breaker changes: when one replica opens a deployment's
+breaker (``failures`` consecutive failures, or a long ``Retry-After``) it publishes the
+cooldown's end; the others open theirs until then without sending a call. A success closes
+them everywhere. Open breakers are also kept in a Redis hash, read on (re)connect.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from .link import Cluster, Unavailable
+
+if TYPE_CHECKING:
+    from ..router.config import Deployment
+    from ..router.health import Breaker
+
+#: how long a replica waits before asking again when another replica holds the slots
+POLL = 0.05
+
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local maxc, rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tokens, member, lease = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+if maxc > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= maxc then return -1 end
+end
+local wait = 0
+if rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
+  if redis.call('ZCARD', KEYS[2]) >= rpm then
+    local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    wait = math.max(wait, tonumber(first[2]) + 60000 - now)
+  end
+end
+if tpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60000)
+  local all = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+  local sum = 0
+  for i = 1, #all, 2 do sum = sum + tonumber(string.match(all[i], '|(%-?%d+)$')) end
+  if sum > 0 and sum + tokens > tpm then
+    wait = math.max(wait, tonumber(all[2]) + 60000 - now)
+  end
+end
+if wait > 0 then return wait end
+if maxc > 0 then
+  redis.call('ZADD', KEYS[1], now + lease, member)
+  redis.call('PEXPIRE', KEYS[1], lease)
+end
+if rpm > 0 then
+  redis.call('ZADD', KEYS[2], now, member)
+  redis.call('PEXPIRE', KEYS[2], 61000)
+end
+if tpm > 0 then
+  redis.call('ZADD', KEYS[3], now, member .. '|' .. tokens)
+  redis.call('PEXPIRE', KEYS[3], 61000)
+end
+return 0
+"""
+
+RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local delta = tonumber(ARGV[2])
+if delta ~= 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[3], now, ARGV[1] .. ':fix|' .. delta)
+  redis.call('PEXPIRE', KEYS[3], 61000)
+end
+return 1
+"""
+
+_ids = itertools.count()
+
+
+def dep_key(dep: Deployment) -> str:
+    """A deployment's name in Redis: the same on every replica with the same models."""
+    return f"{dep.id}={dep.label}"
+
+
+class SharedLimit:
+    """``max_concurrent``, ``rpm`` and ``tpm`` of one deployment, counted in Redis."""
+
+    def __init__(self, cluster: Cluster, dep: Deployment) -> None:
+        self.cluster = cluster
+        name = dep_key(dep)
+        self.keys = [cluster.key("limit", name, part) for part in ("active", "rpm", "tpm")]
+        self.limits = (dep.max_concurrent or 0, dep.rpm or 0, dep.tpm or 0)
+        self.lease_ms = int((dep.timeout + 5.0) * 1000)
+        self._acquire = cluster.script("limit_acquire", ACQUIRE)
+        self._release = cluster.script("limit_release", RELEASE)
+
+    async def acquire(self, tokens: int) -> tuple[float | None, str | None]:
+        """``(0, lease)`` when a slot is taken; else ``(seconds to wait, None)``, with
+        ``None`` seconds when only a finishing call can free a slot. Raises
+        :class:`~harkd.cluster.link.Unavailable` when Redis is."""
+        member = f"{self.cluster.replica}:{next(_ids)}"
+        maxc, rpm, tpm = self.limits
+        out = int(await self.cluster.run(lambda r: self._acquire(
+            keys=self.keys, args=[maxc, rpm, tpm, tokens, member, self.lease_ms], client=r)))
+        if out == 0:
+            return 0.0, member
+        if out < 0:
+            return None, None
+        return out / 1000.0, None
+
+    def release(self, lease: str, estimated: int, actual: int | None) -> None:
+        """Give the slot back and correct the token window (in the background)."""
+        delta = 0 if actual is None or not self.limits[2] else actual - estimated
+        self.cluster.spawn(self.cluster.run(lambda r: self._release(
+            keys=self.keys, args=[lease, delta], client=r)))
+
+
+class SharedBreakers:
+    """Spreads breaker openings and closings of one router to the other replicas."""
+
+    def __init__(self, cluster: Cluster, breakers: dict[str, Breaker]) -> None:
+        self.cluster = cluster
+        #: dep_key -> this router's breaker of that deployment
+        self.breakers = breakers
+        self.hash = cluster.key("breakers")
+        cluster.on_event("breaker", self._remote)
+        cluster.reconciler("breakers", self.reconcile)
+
+    def opened(self, key: str, breaker: Breaker) -> None:
+        until = time.time() + max(0.0, breaker.until - time.monotonic())
+        message = {"deployment": key, "until": until}
+        self.cluster.spawn(self._share(key, until, message))
+
+    def closed(self, key: str) -> None:
+        self.cluster.spawn(self._share(key, None, {"deployment": key, "until": None}))
+
+    async def _share(self, key: str, until: float | None, message: dict[str, Any]) -> None:
+        async def write(r: Any) -> Any:
+            async with r.pipeline(transaction=False) as p:
+                if until is None:
+                    p.hdel(self.hash, key)
+                else:
+                    p.hset(self.hash, key, until)
+                p.publish(self.cluster.key("events"),
+                          json.dumps({"kind": "breaker", "from": self.cluster.replica,
+                                      **message}))
+                return await p.execute()
+
+        await self.cluster.run(write)
+
+    def _remote(self, event: dict[str, Any]) -> None:
+        breaker = self.breakers.get(str(event.get("deployment")))
+        if breaker is None:
+            return
+        self._apply(breaker, event.get("until"))
+
+    @staticmethod
+    def _apply(breaker: Breaker, until: Any) -> None:
+        if until is None:
+            if breaker.state != "closed":
+                breaker.success()
+            return
+        left = float(until) - time.time()
+        if left > 0:
+            breaker.hold(time.monotonic(), left)
+
+    async def reconcile(self) -> None:
+        """Take the open breakers from Redis; share this replica's open ones."""
+        try:
+            remote: dict[str, str] = await self.cluster.run(lambda r: r.hgetall(self.hash))
+        except Unavailable:
+            return
+        now = time.monotonic()
+        for key, breaker in self.breakers.items():
+            if key in remote:
+                self._apply(breaker, remote[key])
+            elif breaker.state == "open" and breaker.until > now:
+                self.opened(key, breaker)
