@@ -59,7 +59,7 @@ def test_records_a_run_with_steps_and_llm_details(tmp_path: Path) -> None:
         assert rec["duration_ms"] == 500.0 and rec["trigger"] == "http"
         assert rec["steps"][0]["duration_ms"] == 250.0 and rec["steps"][0]["name"] == "answer"
         assert rec["llm"] == [{"deployment": "openai/x", "tokens": 12,
-                               "fallbacks": ["ollama/y: timeout"], "step": 0}]
+                               "fallbacks": ["ollama/y: timeout"], "step": 0, "path": "0"}]
     finally:
         log.close()
 

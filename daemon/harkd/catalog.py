@@ -23,12 +23,12 @@ from .engine import Bound
 from .errors import ConfigError
 from .loader import Loaded, digest, discover, load_file, pipeline_name
 from .services import Services
-from .settings import aliases
+from .settings import build_settings
 
 log = structlog.get_logger("harkd.catalog")
 
 State = Literal["active", "stale", "rejected"]
-RESERVED = ("/api", "/v1", "/healthz", "/readyz", "/metrics")
+RESERVED = ("/api", "/v1", "/healthz", "/readyz", "/metrics", "/ui", "/")
 BIND_TIMEOUT = 30.0
 
 
@@ -123,9 +123,7 @@ class Catalog:
 
     async def _settled_load(self, path: Path) -> Loaded:
         """Load a file; if it fails while it is still being written, wait and load again."""
-        s = self.services.settings
-        settings = {"listen": s.listen, "loopback": s.loopback, "max_body": s.max_body,
-                    "aliases": aliases(s)}
+        settings = build_settings(self.services.settings)
         for _ in range(5):
             before = _stamp(path)
             loaded = load_file(path, registry=self.services.registry, settings=settings)

@@ -56,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print errors as JSON")
     c.set_defaults(func=cmd_check)
 
+    t = sub.add_parser("test", help="run the tests: of pipeline files; exit 1 if any fails")
+    common(t)
+    t.add_argument("paths", nargs="*", help="files or folders (default: the pipelines folder)")
+    t.add_argument("--live", action="store_true",
+                   help="use the configured models and let steps reach the network")
+    t.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    t.add_argument("-k", dest="only", metavar="TEXT", help="only tests whose name contains TEXT")
+    t.add_argument("-v", "--verbose", action="store_true", help="show the runs' log lines")
+    t.set_defaults(func=cmd_test)
+
     i = sub.add_parser("invoke", help="run one pipeline once, in-process, print the result")
     common(i)
     i.add_argument("name")
@@ -158,6 +168,33 @@ def cmd_check(args: argparse.Namespace) -> int:
                    f"{report.files} file(s) checked, {n} error(s)")
         print(summary, file=sys.stderr)
     return 0 if report.ok else EX_CONFIG
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    import time
+
+    from . import logs
+    from .testrun import junit, run_tests
+
+    s = _settings(args)
+    # Tests fail runs on purpose; their log lines would bury the report.
+    logs.configure("debug" if args.verbose else "error", s.log_format)
+    t0 = time.perf_counter()
+    report = asyncio.run(run_tests(args.paths or [s.pipelines], s, live=args.live,
+                                   only=args.only))
+    for err in report.errors:
+        print(f"FAIL {err}")
+    for o in report.outcomes:
+        where = f"{Path(o.file).name}: {o.name}"
+        if o.ok:
+            print(f"ok   {where} ({o.duration * 1000:.0f} ms)")
+        else:
+            print(f"FAIL {where}: {o.message}")
+    elapsed = time.perf_counter() - t0
+    if args.junit:
+        Path(args.junit).write_text(junit(report, elapsed))
+    print(f"{report.passed} passed, {report.failed + len(report.errors)} failed")
+    return 0 if report.ok else 1
 
 
 def _read_input(raw: str | None) -> Any:

@@ -7,6 +7,8 @@ recorded on the run as its error, so a failing run never takes the daemon with i
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 import itertools
 import time
 import uuid
@@ -18,7 +20,7 @@ import structlog
 
 from .concurrency import RESTARTED, Gate
 from .errors import Busy, HarkError, RunError, RunTimeout
-from .pipeline import Pipeline
+from .pipeline import Pipeline, Step, Steps, StepSpec
 from .secrets import REDACTOR
 from .streams import TextStream
 
@@ -39,7 +41,12 @@ async def _discard(event: Event) -> None:
 
 @dataclass
 class StepRecord:
-    """Timing and details of one step of one run, for the run log and metrics."""
+    """Timing and details of one step of one run, for the run log and metrics.
+
+    ``path`` places nested steps: ``"2"`` is the third top-level step, ``"2.map[3].0"``
+    the first sub-step of its fourth item; ``status`` is ``ok``, ``skipped``, ``error``,
+    ``recovered`` (its ``on_error`` handled a failure) or ``cancelled``.
+    """
 
     index: int
     kind: str
@@ -49,6 +56,17 @@ class StepRecord:
     status: str = "ok"
     skipped: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            self.path = str(self.index)
+
+
+#: the record of the step running in this task (branches of ``map`` and ``parallel`` run
+#: in tasks of their own, so several steps of one run can be running at once)
+_CURRENT: contextvars.ContextVar[StepRecord | None] = contextvars.ContextVar(
+    "harkd_step", default=None)
 
 
 @dataclass
@@ -71,11 +89,14 @@ class Run:
     streaming: bool = False
     #: per-run scratch space for steps (an audio output, a session handle, ...)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: outputs of named steps to use instead of running them (``harkd test``'s ``steps:``)
+    stubs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def step(self) -> StepRecord:
-        """The record of the step that is running now."""
-        return self.steps[-1]
+        """The record of the step that is running now (in this task)."""
+        current = _CURRENT.get()
+        return current if current is not None else self.steps[-1]
 
     def context(self, data: Any = None) -> dict[str, Any]:
         """What templates see."""
@@ -125,37 +146,139 @@ def new_run_id() -> str:
 
 async def execute(run: Run) -> Any:
     """Run every step of ``run.pipeline`` in order; return the last output."""
-    data: Any = run.input
-    steps = run.pipeline.steps
-    for index, spec in enumerate(steps):
-        record = StepRecord(index, spec.kind, spec.name, time.time())
-        run.steps.append(record)
-        t0 = time.perf_counter()
-        try:
-            if spec.when is not None and not spec.when.render(run.context(_plain(data))):
-                record.skipped = True
-                record.status = "skipped"
-                continue
-            if isinstance(data, TextStream) and not getattr(spec.step, "accepts_stream", False):
-                data = await data.text()
-            out = await spec.step(run, data)
-            if isinstance(out, TextStream):
-                out.tap(_delta(run))
-                last = index == len(steps) - 1
-                nxt = steps[index + 1].step if not last else None
-                if spec.name or not getattr(nxt, "accepts_stream", False):
-                    out = await out.text()
-            if spec.name:
-                run.vars[spec.name] = out
-            data = out
-        except BaseException:
-            record.status = "error"
-            raise
-        finally:
-            record.duration = time.perf_counter() - t0
+    data = await run_steps(run, run.pipeline.steps, run.input)
     if isinstance(data, TextStream):
         data = await data.text()
     return data
+
+
+async def run_steps(run: Run, steps: Steps, data: Any, prefix: str = "", *,
+                    keep_stream: bool = False) -> Any:
+    """Run one list of steps on ``data`` and return the last output.
+
+    ``prefix`` places the steps in the run log (``"2.map[3]."`` for the fourth item of the
+    ``map`` at step 2). With ``keep_stream`` a streamed last output is returned as the
+    stream (its chunks already reach the client), so a ``switch`` case that ends in a
+    streaming ``llm`` still streams to the step after the ``switch``.
+    """
+    last = len(steps) - 1
+    for i, spec in enumerate(steps):
+        nxt = steps[i + 1].step if i < last else None
+        data = await _step(run, spec, data, prefix, nxt, keep_stream and i == last)
+    return data
+
+
+async def _step(run: Run, spec: StepSpec, data: Any, prefix: str, nxt: Step | None,
+                keep_stream: bool) -> Any:
+    record = StepRecord(spec.index, spec.kind, spec.name, time.time(),
+                        path=f"{prefix}{spec.index}")
+    run.steps.append(record)
+    token = _CURRENT.set(record)
+    current = True
+    t0 = time.perf_counter()
+    try:
+        if spec.when is not None and not spec.when.render(run.context(_plain(data))):
+            record.skipped = True
+            record.status = "skipped"
+            return data
+        if isinstance(data, TextStream) and not getattr(spec.step, "accepts_stream", False):
+            data = await data.text()
+        try:
+            out = await _attempts(run, spec, data, record)
+        except Exception as exc:
+            if spec.on_error is None:
+                raise
+            _CURRENT.reset(token)  # the handler's steps are not part of this one
+            current = False
+            out = await recover(run, spec.on_error, exc, spec.kind, data, record)
+        if isinstance(out, TextStream):
+            if not out.to_client:
+                out.tap(_delta(run))
+                out.to_client = True
+            joined = nxt is None and not keep_stream
+            if spec.name or joined or not getattr(nxt, "accepts_stream", False):
+                out = await out.text()
+        if spec.name:
+            run.vars[spec.name] = out
+        return out
+    except asyncio.CancelledError:
+        record.status = "cancelled"
+        raise
+    except BaseException:
+        record.status = "error"
+        raise
+    finally:
+        record.duration = time.perf_counter() - t0
+        if current:
+            _CURRENT.reset(token)
+
+
+async def _attempts(run: Run, spec: StepSpec, data: Any, record: StepRecord) -> Any:
+    if spec.name is not None and spec.name in run.stubs:
+        record.detail["stubbed"] = True
+        return run.stubs[spec.name]
+    retry = spec.retry
+    if retry is None:
+        return await spec.step(run, data)
+    attempt = 1
+    while True:
+        try:
+            out = await spec.step(run, data)
+        except Exception as exc:
+            if attempt >= retry.attempts:
+                raise
+            message = error_message(exc)
+            record.detail.setdefault("retried", []).append(message)
+            log.info("step_retry", step=record.path, attempt=attempt, error=message)
+            await asyncio.sleep(retry.wait(attempt))
+            attempt += 1
+        else:
+            if attempt > 1:
+                record.detail["attempts"] = attempt
+            return out
+
+
+async def recover(run: Run, on_error: Literal["continue"] | Steps, exc: Exception,
+                  kind: str, data: Any, record: StepRecord) -> Any:
+    """Handle a failed step (or ``parallel`` branch) by its ``on_error``.
+
+    ``continue`` passes ``data`` on; a list of steps runs on
+    ``{"error", "step", "input"}`` and its output replaces the failed one's.
+    """
+    message = error_message(exc)
+    record.status = "recovered"
+    record.detail["error"] = message
+    log.info("step_recovered", step=record.path, error=message)
+    if on_error == "continue":
+        return data
+    payload = {"error": message, "step": kind, "input": _plain(data)}
+    out = await run_steps(run, on_error, payload, f"{record.path}.on_error.")
+    return await out.text() if isinstance(out, TextStream) else out
+
+
+def branch(run: Run) -> Run:
+    """A view of ``run`` for one of several branches that run at once (``map`` items,
+    ``parallel`` branches): its own copy of ``vars``, so ``as`` in one branch is not seen
+    by another, and no ``delta`` events, so concurrent streams do not interleave at the
+    client. Step records still go to the run's one list."""
+    return dataclasses.replace(run, vars=dict(run.vars), emit=_without_deltas(run.emit))
+
+
+def _without_deltas(emit: EventSink) -> EventSink:
+    async def send(event: Event) -> None:
+        if event.get("type") != "delta":
+            await emit(event)
+
+    return send
+
+
+def error_message(exc: BaseException) -> str:
+    """What a failure says on the run, the run log and an ``on_error`` handler."""
+    if isinstance(exc, RunError):
+        return REDACTOR(exc.message)
+    if isinstance(exc, HarkError):
+        return REDACTOR(str(exc))
+    return REDACTOR(f"{type(exc).__name__}: {exc}")
 
 
 def _plain(data: Any) -> Any:
@@ -266,11 +389,11 @@ class Bound:
                             http_status=409)
             raise
         except RunError as exc:
-            message = REDACTOR(exc.message)
+            message = error_message(exc)
             log.warning("run_failed", error=message, step=_failed_step(run))
             return done("error", error=message, http_status=exc.status)
         except HarkError as exc:
-            message = REDACTOR(str(exc))
+            message = error_message(exc)
             log.warning("run_failed", error=message, step=_failed_step(run))
             return done("error", error=message, http_status=500)
         except Exception as exc:
@@ -291,7 +414,9 @@ class Bound:
 
 
 def _failed_step(run: Run) -> str:
-    if not run.steps:
-        return "-"
-    r = run.steps[-1]
-    return f"{r.index + 1} ({r.kind})"
+    """The innermost step that failed, by its run-log path: ``2.map[3].0 (http)``."""
+    failed = [r for r in run.steps if r.status == "error"]
+    if not failed:
+        return "-" if not run.steps else f"{run.steps[-1].path} ({run.steps[-1].kind})"
+    r = max(failed, key=lambda r: r.path.count("."))
+    return f"{r.path} ({r.kind})"

@@ -9,11 +9,11 @@ that knows the file and the positions of every value.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from . import templates
+from . import durations, templates
 from .durations import seconds
 from .errors import ConfigError, ConfigErrors, Position
 from .registry import Registry
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
     from .engine import Bound, Run
 
-STEP_META = ("as", "when")
+#: keys a step item may carry beside its one step kind
+STEP_META = ("as", "when", "retry", "on_error")
 
 
 class Step(Protocol):
@@ -88,15 +89,66 @@ class Concurrency:
     }
 
 
+#: a nested list of steps in a step's parameters (``map``'s ``steps``, a ``parallel``
+#: branch, ``on_error``); the pipeline schema defines ``#/$defs/steps``
+STEPS_REF: dict[str, Any] = {"$ref": "#/$defs/steps", "type": "array"}
+
+ON_ERROR_SCHEMA: dict[str, Any] = {
+    "description": "When the step fails (after its retries): `continue` passes its input on "
+                   "and records the error; a list of steps handles it, with input "
+                   "{error, step, input}, and their output replaces the step's.",
+    "anyOf": [{"type": "string", "enum": ["continue"]}, STEPS_REF],
+}
+
+
+@dataclass(frozen=True)
+class Retry:
+    """``retry:``: run a failing step again, up to ``attempts`` times in all."""
+
+    attempts: int = 3
+    delay: float = 0.2
+    backoff: float = 2.0
+    max_delay: float = 30.0
+
+    def wait(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        return float(min(self.max_delay, self.delay * self.backoff ** (attempt - 1)))
+
+    SCHEMA = {
+        "description": "Run the step again when it fails: `{attempts: 3, delay: 200ms, "
+                       "backoff: 2}` (attempts counts the first one too).",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "attempts": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
+            "delay": {**durations.SCHEMA, "default": "200ms",
+                      "description": "Wait before the second attempt."},
+            "backoff": {"type": "number", "minimum": 1, "default": 2,
+                        "description": "Each further wait is this many times longer."},
+            "max_delay": {**durations.SCHEMA, "default": "30s"},
+        },
+    }
+
+
 @dataclass(frozen=True)
 class StepSpec:
-    """One compiled step and its ``as`` / ``when``."""
+    """One compiled step and its meta keys (``as``, ``when``, ``retry``, ``on_error``).
+
+    ``on_error`` is ``"continue"`` (pass the input on, record the error) or the steps that
+    handle the failure; ``index`` is the step's place in its list (the run log's path).
+    """
 
     kind: str
     step: Step
     pointer: str
     name: str | None = None
     when: templates.Renderable | None = None
+    retry: Retry | None = None
+    on_error: Literal["continue"] | tuple[StepSpec, ...] | None = None
+    index: int = 0
+
+
+Steps = tuple[StepSpec, ...]
 
 
 @dataclass(frozen=True)
@@ -106,7 +158,7 @@ class Pipeline:
     name: str
     file: str
     trigger: Trigger
-    steps: tuple[StepSpec, ...]
+    steps: Steps
     description: str = ""
     concurrency: Concurrency = Concurrency()
     timeout: float | None = None
@@ -114,6 +166,8 @@ class Pipeline:
     digest: str = ""
     version: int = 1
     loaded_at: float = field(default_factory=time.time)
+    #: the file's ``tests:`` as written (``harkd test`` runs them)
+    tests: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -170,6 +224,12 @@ class Build:
         return Build(self.name, self.file, self.positions, pointer, self.registry,
                      self.errors, self.settings)
 
+    def steps(self, key: str, items: list[Any]) -> Steps:
+        """Compile a nested list of steps (``map``'s ``steps``, a ``parallel`` branch, ...)
+        exactly like the top-level one: same meta keys, positions and errors."""
+        base = self.pointer + ("/" + escape(key) if key else "")
+        return compile_steps(items, self.child(base))
+
 
 def normalise(kind_shorthand: str | None, raw: Any) -> dict[str, Any]:
     """The parameters of a kind as a dict, expanding the shorthand form."""
@@ -200,15 +260,8 @@ def compile_pipeline(
     trigger = trigger_kind.build(normalise(None, trigger_raw),
                                  root.child(f"/trigger/{escape(trigger_name)}"))
 
-    steps: list[StepSpec] = []
-    for i, item in enumerate(data["steps"]):
-        (kind_name,) = [k for k in item if k not in STEP_META]
-        kind = registry.steps[kind_name]
-        ptr = f"/steps/{i}"
-        build = root.child(f"{ptr}/{escape(kind_name)}")
-        step = kind.build(normalise(kind.shorthand, item[kind_name]), build)
-        when = root.child(ptr).expression("when", str(item["when"])) if "when" in item else None
-        steps.append(StepSpec(kind_name, step, ptr, item.get("as"), when))
+    steps = root.steps("steps", data["steps"])
+    _check_tests(data.get("tests") or [], steps, root)
 
     conc = data.get("concurrency") or {}
     mode: Mode = conc.get("mode", "parallel")
@@ -231,4 +284,61 @@ def compile_pipeline(
         timeout=timeout,
         allow_cloud=bool(data.get("allow_cloud", True)),
         digest=digest,
+        tests=tuple(data.get("tests") or ()),
+    )
+
+
+def walk(steps: Steps) -> Iterator[StepSpec]:
+    """Every step of ``steps`` at any depth: nested lists come from a step's ``children()``
+    (``map``, ``parallel``, ``switch``) and from ``on_error``."""
+    for spec in steps:
+        yield spec
+        children = getattr(spec.step, "children", None)
+        for nested in children() if children is not None else ():
+            yield from walk(nested)
+        if isinstance(spec.on_error, tuple):
+            yield from walk(spec.on_error)
+
+
+def _check_tests(tests: list[Any], steps: Steps, root: Build) -> None:
+    names = {spec.name for spec in walk(steps) if spec.name}
+    for i, test in enumerate(tests):
+        where = root.child(f"/tests/{i}/steps")
+        for name in test.get("steps") or {}:
+            if name not in names:
+                known = ", ".join(sorted(names)) or "none"
+                where.error(name, f"test {test.get('name')!r} stubs step {name!r}, but no "
+                                  f"step has `as: {name}` (named steps: {known})")
+
+
+def compile_steps(items: list[Any], b: Build) -> Steps:
+    """Compile one list of step items; ``b.pointer`` is the list's JSON pointer."""
+    steps: list[StepSpec] = []
+    for i, item in enumerate(items):
+        (kind_name,) = [k for k in item if k not in STEP_META]
+        kind = b.registry.steps[kind_name]
+        item_b = b.child(f"{b.pointer}/{i}")
+        step = kind.build(normalise(kind.shorthand, item[kind_name]),
+                          item_b.child(f"{item_b.pointer}/{escape(kind_name)}"))
+        when = item_b.expression("when", str(item["when"])) if "when" in item else None
+        retry = _retry(item["retry"], item_b.child(item_b.pointer + "/retry")) \
+            if "retry" in item else None
+        on_error: Literal["continue"] | Steps | None = None
+        if item.get("on_error") == "continue":
+            on_error = "continue"
+        elif "on_error" in item:
+            on_error = item_b.steps("on_error", item["on_error"])
+        steps.append(StepSpec(kind_name, step, item_b.pointer, item.get("as"), when,
+                              retry, on_error, i))
+    return tuple(steps)
+
+
+def _retry(raw: dict[str, Any], b: Build) -> Retry:
+    base = Retry()
+    return Retry(
+        attempts=int(raw.get("attempts", base.attempts)),
+        delay=b.seconds("delay", raw["delay"]) if "delay" in raw else base.delay,
+        backoff=float(raw.get("backoff", base.backoff)),
+        max_delay=b.seconds("max_delay", raw["max_delay"]) if "max_delay" in raw
+        else base.max_delay,
     )

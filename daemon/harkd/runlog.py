@@ -30,6 +30,7 @@ import structlog
 
 from .errors import HarkError
 from .secrets import REDACTOR
+from .values import jsonable
 
 if TYPE_CHECKING:
     from .engine import Run, RunResult
@@ -71,7 +72,7 @@ SWEEP_EVERY = 500
 
 
 #: one encoder for every value (building one per call costs more than small values do)
-_ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=jsonable).encode
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,15 @@ def _ending(run: Run, result: RunResult, limit: int) -> _Ending:
                    output, cut, _steps(run, limit))
 
 
+#: step records kept per run (a ``map`` over thousands of items keeps the first ones)
+MAX_STEPS = 1000
+
+
 def _steps(run: Run, limit: int) -> str:
-    out = []
-    for s in run.steps:
-        item: dict[str, Any] = {"index": s.index, "kind": s.kind, "started": s.started,
+    out: list[dict[str, Any]] = []
+    for s in run.steps[:MAX_STEPS]:
+        item: dict[str, Any] = {"index": s.index, "path": s.path, "kind": s.kind,
+                                "started": s.started,
                                 "duration_ms": round(s.duration * 1000, 3), "status": s.status}
         if s.name:
             item["name"] = s.name
@@ -138,6 +144,8 @@ def _steps(run: Run, limit: int) -> str:
             detail, cut = encode(s.detail, limit)
             item["detail"] = s.detail if not cut else detail
         out.append(item)
+    if len(run.steps) > MAX_STEPS:
+        out.append({"omitted": len(run.steps) - MAX_STEPS})
     return REDACTOR(_ENCODE(out))
 
 
@@ -323,13 +331,16 @@ class RunLog:
             return [dict(r) for r in self._reader.execute(sql, args).fetchall()]
 
     def query_sync(self, *, pipeline: str | None = None, status: str | None = None,
-                   limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
-        """Runs newest first; ``before`` is the ``seq`` to continue after (pagination)."""
+                   limit: int = 50, before: int | None = None, since: float | None = None,
+                   until: float | None = None) -> list[dict[str, Any]]:
+        """Runs newest first; ``before`` is the ``seq`` to continue after (pagination);
+        ``since`` and ``until`` bound the start time (Unix seconds)."""
         where: list[str] = []
         args: list[Any] = []
-        for column, value in (("pipeline", pipeline), ("status", status)):
+        for clause, value in (("pipeline = ?", pipeline), ("status = ?", status),
+                              ("started >= ?", since), ("started < ?", until)):
             if value is not None:
-                where.append(f"{column} = ?")
+                where.append(clause)
                 args.append(value)
         if before is not None:
             where.append("seq < ?")
@@ -373,7 +384,8 @@ def record(row: Mapping[str, Any]) -> dict[str, Any]:
     steps = decode(row["steps"], False) or []
     out.update(trigger_data=decode(row["trigger"], False), input=decode(row["input"], truncated),
                output=decode(row["output"], truncated), truncated=truncated, steps=steps,
-               llm=[dict(s["detail"], step=s["index"]) for s in steps
+               llm=[dict(s["detail"], step=s["index"], path=s.get("path", str(s["index"])))
+                    for s in steps
                     if s.get("kind") == "llm" and isinstance(s.get("detail"), dict)])
     return out
 

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from . import durations, settings
-from .pipeline import Concurrency
+from .pipeline import ON_ERROR_SCHEMA, Concurrency, Retry
 from .registry import Registry
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -32,10 +32,13 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
         "description": "A Jinja expression; the step is skipped (its input passes on) "
                        "unless it is true.",
     }
+    step_props["retry"] = Retry.SCHEMA
+    step_props["on_error"] = ON_ERROR_SCHEMA
     kinds = sorted(registry.steps)
     step = {
         "type": "object",
-        "description": "One step: a one-key mapping {STEP: params}, with optional as and when.",
+        "description": "One step: a one-key mapping {STEP: params}, with optional as, when, "
+                       "retry and on_error.",
         "properties": step_props,
         "additionalProperties": False,
         "oneOf": [{"required": [k]} for k in kinds],
@@ -67,10 +70,55 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
                 "default": True,
                 "description": "false: LLM steps use only local deployments.",
             },
-            "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}},
+            "steps": {"$ref": "#/$defs/steps"},
+            "tests": {"type": "array", "items": TEST,
+                      "description": "Examples that `harkd test` runs in-process."},
         },
-        "$defs": {"step": step},
+        "$defs": {"step": step, "steps": STEPS},
     }
+
+
+#: a list of steps; nested kinds (map, parallel, switch, on_error) refer to it
+STEPS = {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}}
+
+TEST = {
+    "type": "object",
+    "description": "One test of this pipeline: run it on `input` and check `expect`.",
+    "additionalProperties": False,
+    "required": ["name", "expect"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "input": {"description": "The run's input (default: null)."},
+        "trigger": {"type": "object", "description": "The run's `trigger` data (headers, "
+                                                     "query, ...)."},
+        "models": {
+            "type": "object",
+            "description": "Canned answers for llm steps by model alias: one reply, or a "
+                           "list taken in turn (the last repeats). No model is called.",
+            "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "array",
+                                                                       "minItems": 1}]},
+        },
+        "steps": {"type": "object",
+                  "description": "Outputs of named steps (`as: NAME`) to use instead of "
+                                 "running them, e.g. an http call."},
+        "expect": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {
+                "output": {"description": "The output equals this."},
+                "contains": {"description": "The output (as text) contains this, or the "
+                                            "output list holds it."},
+                "matches": {"type": "string", "description": "A regular expression that "
+                                                             "the output (as text) matches."},
+                "error": {"type": "string", "description": "The run fails with an error "
+                                                           "that contains this."},
+                "vars": {"type": "object", "description": "After the run, vars.NAME "
+                                                          "equals each value."},
+            },
+        },
+    },
+}
 
 
 

@@ -38,6 +38,8 @@ class Services:
         self.background: set[asyncio.Task[Any]] = set()
         #: named singletons shared by steps (loaded speech models, the session store, ...)
         self.shared: dict[str, Any] = {}
+        #: ``harkd test`` without ``--live``: steps that would reach the network refuse
+        self.offline = False
 
     def http(self) -> aiohttp.ClientSession:
         """The pooled client session for outgoing HTTP from steps."""

@@ -121,6 +121,12 @@ def aliases(s: Settings) -> list[str]:
     return sorted({*s.models, "default"})
 
 
+def build_settings(s: Settings) -> dict[str, Any]:
+    """What step and trigger builders may read while they compile a pipeline."""
+    return {"listen": s.listen, "loopback": s.loopback, "max_body": s.max_body,
+            "aliases": aliases(s)}
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)

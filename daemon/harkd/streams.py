@@ -21,6 +21,8 @@ class TextStream:
         self._seen: list[str] = []
         self._taps: list[Tap] = []
         self._done = False
+        #: whether the engine already passes its chunks to the run's client
+        self.to_client = False
 
     def tap(self, fn: Tap) -> TextStream:
         """Call ``fn`` with each chunk as it is read."""

@@ -6,8 +6,10 @@ no mutation of the data they see, no file or network access, and undefined names
 errors rather than silent blanks (use ``default()`` or ``is defined`` for optional
 fields; ``input.a.b | default(x)`` works even when ``a`` is missing).
 
-A string that is exactly one ``{{ expression }}`` renders to the expression's native value
-(a list stays a list), so ``json: {items: "{{ input.items }}"}`` passes data on unchanged.
+A mapping's key wins over a method of the same name (``input.items`` is the body's
+``items`` field). A string that is exactly one ``{{ expression }}`` renders to the
+expression's native value (a list stays a list), so
+``json: {items: "{{ input.items }}"}`` passes data on unchanged.
 """
 
 from __future__ import annotations
@@ -36,8 +38,19 @@ class Undefined(jinja2.ChainableUndefined, jinja2.StrictUndefined):
     ``input.a.b | default('x')`` works when ``a`` is missing."""
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, where a mapping's key wins over a method of the same name: webhook
+    bodies have fields called ``items``, ``keys``, ``values``, ``count``, ``index``, and
+    ``input.items`` must mean the field, not ``dict.items``."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         undefined=Undefined,
         autoescape=False,
         keep_trailing_newline=True,

@@ -118,10 +118,24 @@ def _expected(schema_: Any) -> str:
 
 
 def _where(path: Iterable[Any]) -> str:
+    """A path as a person reads it: ``step 2 (map)``, ``step 2 (map) steps/0 (http)``."""
     parts = list(path)
-    if len(parts) >= 2 and parts[0] == "steps":
-        return f"step {parts[1] + 1}" + (f" ({parts[2]})" if len(parts) > 2 else "")
+    if len(parts) >= 2 and parts[0] == "steps" and isinstance(parts[1], int):
+        text = f"step {parts[1] + 1}"
+        rest = parts[2:]
+        if rest and rest[0] not in STEP_META:
+            text += f" ({rest[0]})"
+            rest = rest[1:]
+        if rest:
+            text += " " + "/".join(str(p) for p in rest)
+        return text
     return "/".join(str(p) for p in parts) or "the file"
+
+
+def _is_step(sch: dict[str, Any]) -> bool:
+    """Whether ``sch`` is the schema of one step item (top-level or nested)."""
+    props = sch.get("properties")
+    return isinstance(props, dict) and "as" in props and "oneOf" in sch
 
 
 def _shape(errors: Iterable[ValidationError], positions: Positions) -> Iterable[ConfigError]:
@@ -141,17 +155,20 @@ def _one(err: ValidationError, positions: Positions) -> Iterable[ConfigError]:
         for key in instance:
             if key in allowed:
                 continue
-            is_step_item = len(path) == 2 and path[0] == "steps"
+            is_step_item = _is_step(sch)
             if is_step_item:
                 what, choices = "step", [k for k in allowed if k not in STEP_META]
+                if not difflib.get_close_matches(str(key), choices, n=1, cutoff=0.6) and \
+                        difflib.get_close_matches(str(key), STEP_META, n=1, cutoff=0.6):
+                    what, choices = "key", list(STEP_META)  # a misspelt when, as, retry
             elif path == ["trigger"]:
                 what, choices = "trigger", allowed
             else:
                 what, choices = "key", allowed
             msg = f"unknown {what} {key!r}"
-            if path and not is_step_item and path != ["trigger"]:
+            if path and (not is_step_item or len(path) > 2) and path != ["trigger"]:
                 msg += f" in {_where(path)}"
-            renamed = renamed_key(path, str(key))
+            renamed = renamed_key(["steps", 0] if is_step_item else path, str(key))
             close = difflib.get_close_matches(str(key), choices, n=1, cutoff=0.6)
             if renamed is not None and renamed in allowed:
                 msg = (f"{key!r} was renamed to {renamed!r}"
@@ -164,18 +181,17 @@ def _one(err: ValidationError, positions: Positions) -> Iterable[ConfigError]:
             yield ConfigError(msg, positions.at(pointer([*path, key]), key=True))
         return
 
-    step_item = len(path) == 2 and path[0] == "steps"
-    if validator == "oneOf" and step_item and isinstance(instance, dict):
+    if validator == "oneOf" and _is_step(sch) and isinstance(instance, dict):
         kinds = [k for k in instance if k not in STEP_META]
         if not kinds:
             if not [k for k in instance if k not in sch.get("properties", {})]:
                 yield ConfigError(
-                    f"step {path[1] + 1} names no step; add one of: "
+                    f"{_where(path)} names no step; add one of: "
                     + ", ".join(k for k in sch.get("properties", {}) if k not in STEP_META),
                     positions.at(ptr))
         elif len(kinds) > 1:
             yield ConfigError(
-                f"step {path[1] + 1} holds several steps ({', '.join(map(repr, kinds))}); "
+                f"{_where(path)} holds several steps ({', '.join(map(repr, kinds))}); "
                 "each list item is one step (is a '-' missing?)",
                 positions.at(pointer([*path, kinds[1]]), key=True))
         return

@@ -11,7 +11,9 @@ can move on only until its first token; after that its failure is the caller's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -39,6 +41,9 @@ log = structlog.get_logger("harkd.router")
 Observer = Callable[[Attempt], None]
 POOL_KEY = "router_sessions"
 OBSERVERS_KEY = "router_observers"
+RECENT_KEY = "router_recent_errors"
+#: how many failed attempts :meth:`Router.report` remembers
+RECENT = 50
 
 
 def router_observers(services: Services) -> list[Observer]:
@@ -89,7 +94,8 @@ class Router:
 
     def __init__(self, aliases: Mapping[str, tuple[Deployment, ...]], policy: Policy,
                  services: Services | None = None, *, pool: SessionPool | None = None,
-                 observers: list[Observer] | None = None) -> None:
+                 observers: list[Observer] | None = None,
+                 backends: Mapping[str, Backend] | None = None) -> None:
         self.policy = policy
         self.services = services
         self._owns_pool = pool is None
@@ -102,7 +108,8 @@ class Router:
             d.id: _State(Breaker(policy.failures, policy.cooldown),
                          Limiter(d.max_concurrent, d.rpm, d.tpm) if d.limited else None)
             for deps in aliases.values() for d in deps}
-        self._backends: dict[str, Backend] = {}
+        #: by provider; ``backends`` adds providers of its own (``harkd test``'s replies)
+        self._backends: dict[str, Backend] = dict(backends or {})
         self._waiters: list[asyncio.Future[None]] = []
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -112,6 +119,10 @@ class Router:
         #: in a cluster (:meth:`share`): the Redis link and the breakers it spreads
         self.cluster: Cluster | None = None
         self.breakers: SharedBreakers | None = None
+        #: the latest failed attempts, newest last (shared by the routers of one daemon)
+        self.recent: collections.deque[dict[str, Any]] = (
+            services.shared.setdefault(RECENT_KEY, collections.deque(maxlen=RECENT))
+            if services is not None else collections.deque(maxlen=RECENT))
 
     @classmethod
     def from_settings(cls, settings: Settings, services: Services | None = None) -> Router:
@@ -163,23 +174,38 @@ class Router:
         return deps
 
     def status(self) -> dict[str, list[dict[str, Any]]]:
-        """Each deployment's breaker and load, for the admin API and debugging."""
+        """Each deployment's breaker, health and load, by alias (no secrets)."""
         now = time.monotonic()
         out: dict[str, list[dict[str, Any]]] = {}
         for alias, deps in self._deployments.items():
             rows = []
             for d in deps:
                 st = self._states[d.id]
-                rows.append({"deployment": d.label, "tier": d.tier, "weight": d.weight,
-                             "cloud": d.cloud, "breaker": st.breaker.state,
-                             "cooldown_left": max(0.0, round(st.breaker.until - now, 2))
-                             if st.breaker.state == "open" else 0.0,
-                             "active": st.limiter.active if st.limiter else None})
+                b = st.breaker
+                rows.append({"deployment": d.label, "provider": d.provider, "tier": d.tier,
+                             "weight": d.weight, "cloud": d.cloud, "breaker": b.state,
+                             "health": _health(b, now), "failures": b.consecutive,
+                             "cooldown_left": max(0.0, round(b.until - now, 2))
+                             if b.state == "open" else 0.0,
+                             "active": st.limiter.active if st.limiter else None,
+                             "limits": {"rpm": d.rpm, "tpm": d.tpm,
+                                        "max_concurrent": d.max_concurrent},
+                             "timeout": d.timeout})
             out[alias] = rows
         return out
 
+    def report(self) -> dict[str, Any]:
+        """What ``GET /api/router`` answers: :meth:`status` by alias, the open breakers
+        with their cooldowns, the latest failed attempts (newest first) and the policy."""
+        aliases = self.status()
+        open_ = [{"alias": a, "deployment": r["deployment"], "cooldown_left": r["cooldown_left"]}
+                 for a, rows in aliases.items() for r in rows if r["breaker"] != "closed"]
+        return {"aliases": aliases, "open_breakers": open_,
+                "recent_errors": list(reversed(self.recent)), "inflight": self._inflight,
+                "policy": dataclasses.asdict(self.policy)}
+
     def backend(self, dep: Deployment) -> Backend:
-        kind = dep.provider if dep.native else "litellm"
+        kind = dep.provider if dep.native or dep.provider in self._backends else "litellm"
         backend = self._backends.get(kind)
         if backend is None:
             backend = self._backends[kind] = self._make_backend(kind)
@@ -323,6 +349,9 @@ class Router:
                          fallback=call.reason, stream=call.stream)
         call.attempts.append(record)
         self._observe(record)
+        self.recent.append({"at": time.time(), "alias": call.alias, "deployment": dep.label,
+                            "attempt": attempt, "outcome": outcome,
+                            "status": exc.upstream_status, "error": exc.message})
         log.warning("llm_attempt_failed", alias=call.alias, deployment=dep.label,
                     attempt=attempt, outcome=outcome, status=exc.upstream_status,
                     error=exc.message)
@@ -513,6 +542,16 @@ class Router:
                 log.warning("router_closed_busy", inflight=self._inflight)
         if self._owns_pool:
             await self.pool.aclose()
+
+
+def _health(breaker: Breaker, now: float) -> str:
+    """``ok``, ``failing`` (failed lately, still in rotation), ``cooling`` (breaker open)
+    or ``probing`` (one trial call allowed)."""
+    if breaker.state == "open":
+        return "cooling" if now < breaker.until else "probing"
+    if breaker.state == "half_open":
+        return "probing"
+    return "failing" if breaker.consecutive else "ok"
 
 
 def _tiers(deps: tuple[Deployment, ...]) -> tuple[tuple[Deployment, ...], ...]:
