@@ -17,13 +17,18 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .secrets import REDACTOR
-from .triggers.http import error_response, read_body, result_response
+from .triggers.http import error_response, read_body, result_response, stream_sse
 
 if TYPE_CHECKING:
     from .daemon import Daemon
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTECTED = ("/api/", "/v1/")
+#: the console's pages; a browser shows the token once and keeps it in this cookie
+CONSOLE = ("/ui/",)
+COOKIE = "harkd_token"
+#: console paths anyone may fetch: the sign-in page and the static files
+PUBLIC = ("/ui/login", "/ui/static/")
 
 
 def setup(app: web.Application, daemon: Daemon) -> None:
@@ -34,22 +39,44 @@ def setup(app: web.Application, daemon: Daemon) -> None:
     app.router.add_post("/api/reload", _reload)
     app.router.add_get("/api/runs", _runs)
     app.router.add_get("/api/runs/{id}", _run_record)
+    app.router.add_get("/api/router", _router)
     app.router.add_get("/api/openapi.json", _openapi)
 
 
 def _token_middleware(daemon: Daemon) -> Any:
+    """``server.token`` guards ``/api``, ``/v1`` and the console. A bearer header works
+    everywhere; the console's cookie works too, but a request that changes something
+    with it must come from the console's own origin (no cross-site forms)."""
+
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = daemon.settings.token
-        if token and request.path.startswith(PROTECTED):
+        path = request.path
+        console = path == "/" or (path.startswith(CONSOLE) and not path.startswith(PUBLIC))
+        if token and (console or path.startswith(PROTECTED)):
             got = request.headers.get("Authorization", "")
             supplied = got[7:] if got[:7].lower() == "bearer " else ""
+            by_cookie = False
+            if not supplied and COOKIE in request.cookies:
+                supplied, by_cookie = request.cookies[COOKIE], True
             if not hmac.compare_digest(supplied.encode(), token.encode()):
+                if console and request.method == "GET":
+                    raise web.HTTPSeeOther(f"/ui/login?next={request.path_qs}")
                 return error_response(401, "missing or invalid bearer token",
                                       headers={"WWW-Authenticate": "Bearer"})
+            if by_cookie and request.method not in ("GET", "HEAD") and not same_origin(request):
+                return error_response(403, "a console request must come from the console")
         return await handler(request)
 
     return check
+
+
+def same_origin(request: web.Request) -> bool:
+    """Whether a browser says the request comes from a page of this listener."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return request.headers.get("Sec-Fetch-Site") == "same-origin"
+    return origin.split("://", 1)[-1] == request.host
 
 
 def _daemon(request: web.Request) -> Daemon:
@@ -76,7 +103,7 @@ async def _pipeline(request: web.Request) -> web.Response:
     return _json(entry.describe())
 
 
-async def _run(request: web.Request) -> web.Response:
+async def _run(request: web.Request) -> web.StreamResponse:
     daemon = _daemon(request)
     name = request.match_info["name"]
     bound = daemon.catalog.bound(name)
@@ -91,6 +118,8 @@ async def _run(request: web.Request) -> web.Response:
     except json.JSONDecodeError as exc:
         return error_response(400, f"body is not valid JSON: {exc.msg}")
     payload = data.get("input") if isinstance(data, dict) and "input" in data else data
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        return await stream_sse(request, bound, payload, {"kind": "api"})
     result = await bound.run(bound.new_run(payload, {"kind": "api"}))
     return result_response(result)
 
@@ -118,13 +147,27 @@ async def _runs(request: web.Request) -> web.Response:
         cursor = int(q["cursor"]) if q.get("cursor") else None
     except ValueError:
         return error_response(400, "limit and cursor must be integers")
+    try:
+        since = _time(q.get("since"))
+        until = _time(q.get("until"))
+    except ValueError:
+        return error_response(400, "since and until must be Unix times (seconds)")
     if not 1 <= limit <= MAX_LIMIT:
         return error_response(400, f"limit must be between 1 and {MAX_LIMIT}")
     runs = await runlog.query(pipeline=q.get("pipeline"), status=status, limit=limit + 1,
-                              before=cursor)
+                              before=cursor, since=since, until=until)
     more = len(runs) > limit
     runs = runs[:limit]
     return _json({"runs": runs, "next_cursor": str(runs[-1]["seq"]) if more else None})
+
+
+def _time(text: str | None) -> float | None:
+    if not text:
+        return None
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(text)
+    return value
 
 
 async def _run_record(request: web.Request) -> web.Response:
@@ -135,6 +178,10 @@ async def _run_record(request: web.Request) -> web.Response:
     if run is None:
         return error_response(404, f"no run with id {request.match_info['id']!r} in the run log")
     return _json(run)
+
+
+async def _router(request: web.Request) -> web.Response:
+    return _json(_daemon(request).services.router.report())
 
 
 async def _openapi(request: web.Request) -> web.Response:

@@ -84,10 +84,11 @@ class Daemon:
         app[DAEMON] = self
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/readyz", _readyz)
-        from . import api, gateway
+        from . import api, console, gateway
 
         api.setup(app, self)
         gateway.setup(app, self)
+        console.setup(app, self)
         app.router.add_get("/metrics", self.metrics.handle)
         app.on_shutdown.append(_close_websockets)
         for extend in self.extensions:

@@ -1,13 +1,18 @@
 """Structured logging: snake_case events with key-value fields, JSON or console.
 
 Every line passes through the secret redactor. Runs bind ``pipeline``, ``run_id`` and
-``trigger`` with contextvars, so every line a step logs carries them.
+``trigger`` with contextvars, so every line a step logs carries them. The last
+:data:`TAIL_SIZE` lines also go to :data:`TAIL`, which the console's live log reads.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import itertools
 import logging
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
@@ -23,6 +28,66 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, An
     return {k: REDACTOR(v) if isinstance(v, str) else v for k, v in event.items()}
 
 
+TAIL_SIZE = 1000
+
+
+class LogTail:
+    """A structlog processor that keeps the latest log lines in a bounded ring buffer.
+
+    Each line is kept as a flat dict of JSON-safe values with a ``seq`` number; readers
+    call :meth:`since` and wait with :meth:`wait` (from any event loop; lines may come from
+    other threads, such as the run log's writer).
+    """
+
+    def __init__(self, size: int = TAIL_SIZE) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.lines: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        line = {k: v if isinstance(v, str | int | float | bool | None) else str(v)
+                for k, v in event.items()}
+        with self._lock:
+            line["seq"] = next(self._seq)
+            self.lines.append(line)
+            waiters = list(self._waiters)
+        for loop, ready in waiters:
+            try:
+                loop.call_soon_threadsafe(ready.set)
+            except RuntimeError:  # that loop is closed
+                self._waiters.discard((loop, ready))
+        return event
+
+    def since(self, seq: int) -> list[dict[str, Any]]:
+        """The kept lines after ``seq``, oldest first."""
+        with self._lock:
+            return [line for line in self.lines if line["seq"] > seq]
+
+    async def wait(self, seq: int, timeout: float) -> list[dict[str, Any]]:
+        """Lines after ``seq``; waits up to ``timeout`` seconds for one if there are none."""
+        ready = asyncio.Event()
+        key = (asyncio.get_running_loop(), ready)
+        self._waiters.add(key)
+        try:
+            lines = self.since(seq)
+            if not lines:
+                try:
+                    await asyncio.wait_for(ready.wait(), timeout)
+                except TimeoutError:
+                    return []
+                lines = self.since(seq)
+            return lines
+        finally:
+            self._waiters.discard(key)
+
+
+#: the log lines of this process, for the console's live log
+TAIL = LogTail()
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Set up structlog for the process (the CLI calls this once)."""
     out = stream or sys.stderr
@@ -36,6 +101,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             _redact,
+            TAIL,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),

@@ -94,6 +94,55 @@ _RUN = {
 }
 
 
+_DEPLOYMENT = {
+    "type": "object",
+    "required": ["deployment", "provider", "tier", "weight", "cloud", "breaker", "health",
+                 "failures", "cooldown_left", "active"],
+    "properties": {
+        "deployment": {"type": "string", "description": "The entry as written in models:."},
+        "provider": {"type": "string"}, "tier": {"type": "integer"},
+        "weight": {"type": "number"}, "cloud": {"type": "boolean"},
+        "breaker": {"enum": ["closed", "open", "half_open"]},
+        "health": {"enum": ["ok", "failing", "cooling", "probing"],
+                   "description": "ok; failing (failed lately, still in rotation); cooling "
+                                  "(breaker open); probing (one trial call allowed)."},
+        "failures": {"type": "integer", "description": "Consecutive failures."},
+        "cooldown_left": {"type": "number", "description": "Seconds until a probe."},
+        "active": {"type": ["integer", "null"],
+                   "description": "Calls in flight (deployments with limits)."},
+        "limits": {"type": "object"}, "timeout": {"type": "number"},
+    },
+}
+
+_ROUTER = {
+    "type": "object",
+    "required": ["aliases", "open_breakers", "recent_errors", "inflight", "policy"],
+    "properties": {
+        "aliases": {"type": "object", "description": "Each alias's deployments in order.",
+                    "additionalProperties": {"type": "array",
+                                             "items": {"$ref": "#/components/schemas/"
+                                                               "Deployment"}}},
+        "open_breakers": {"type": "array", "items": {
+            "type": "object", "required": ["alias", "deployment", "cooldown_left"],
+            "properties": {"alias": {"type": "string"}, "deployment": {"type": "string"},
+                           "cooldown_left": {"type": "number"}}}},
+        "recent_errors": {"type": "array", "description": "The latest failed attempts, "
+                          "newest first.", "items": {
+                              "type": "object",
+                              "required": ["at", "alias", "deployment", "outcome", "error"],
+                              "properties": {"at": {"type": "number"},
+                                             "alias": {"type": "string"},
+                                             "deployment": {"type": "string"},
+                                             "attempt": {"type": "integer"},
+                                             "outcome": {"type": "string"},
+                                             "status": {"type": ["integer", "null"]},
+                                             "error": {"type": "string"}}}},
+        "inflight": {"type": "integer"},
+        "policy": {"type": "object", "description": "The router: settings in effect."},
+    },
+}
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -112,12 +161,14 @@ def document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "harkd admin API", "version": version,
-                 "description": "Pipelines, their states and errors, the run log, reload."},
+                 "description": "Pipelines, their states and errors, the run log, the "
+                                "router's health, reload."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "server.token, when configured."}},
             "schemas": {"Error": _ERROR, "ConfigError": _POSITIONED, "Pipeline": _PIPELINE,
-                        "RunSummary": _RUN_SUMMARY, "Step": _STEP, "Run": _RUN},
+                        "RunSummary": _RUN_SUMMARY, "Step": _STEP, "Run": _RUN,
+                        "Deployment": _DEPLOYMENT, "Router": _ROUTER},
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -140,9 +191,14 @@ def document(version: str) -> dict[str, Any]:
                 "requestBody": {"required": False, "content": {"application/json": {
                     "schema": {}}}},
                 "responses": {"200": {"description": "The run's output: text/plain for a "
-                                      "string, JSON otherwise; X-Harkd-Run-Id names the run.",
+                                      "string, JSON otherwise; X-Harkd-Run-Id names the run. "
+                                      "With Accept: text/event-stream, server-sent events: "
+                                      "delta events while a step streams, then result or "
+                                      "error.",
                                       "content": {"application/json": {"schema": {}},
-                                                  "text/plain": {"schema": {"type": "string"}}}},
+                                                  "text/plain": {"schema": {"type": "string"}},
+                                                  "text/event-stream": {
+                                                      "schema": {"type": "string"}}}},
                               "404": _answer("No active pipeline of that name.", _ref("Error")),
                               "4XX": _answer("The run failed or was refused.", _ref("Error")),
                               "5XX": _answer("The run failed.", _ref("Error")), **_ERRORS}}},
@@ -162,6 +218,10 @@ def document(version: str) -> dict[str, Any]:
                                 "default": 50}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"},
                      "description": "The next_cursor of the previous page."},
+                    {"name": "since", "in": "query", "schema": {"type": "number"},
+                     "description": "Runs started at or after this Unix time."},
+                    {"name": "until", "in": "query", "schema": {"type": "number"},
+                     "description": "Runs started before this Unix time."},
                 ],
                 "responses": {"200": _answer("A page of runs.", {
                     "type": "object", "required": ["runs", "next_cursor"],
@@ -174,6 +234,11 @@ def document(version: str) -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "responses": {"200": _answer("The run.", _ref("Run")),
                               "404": _answer("Not in the run log.", _ref("Error")),
+                              **_ERRORS}}},
+            "/api/router": {"get": {
+                "summary": "The router: each alias's deployments with health, breaker and "
+                           "cooldown, open breakers, recent errors, the policy.",
+                "responses": {"200": _answer("The router's state.", _ref("Router")),
                               **_ERRORS}}},
             "/api/openapi.json": {"get": {
                 "summary": "This document.",
