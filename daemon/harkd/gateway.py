@@ -38,6 +38,9 @@ def setup(app: web.Application, daemon: Daemon) -> None:
     app.router.add_post("/v1/chat/completions", gateway.chat)
     app.router.add_get("/v1/models", gateway.models)
     app.router.add_get("/v1/models/{model}", gateway.model)
+    from . import gateway_audio  # OpenAI's audio endpoints; no heavy imports until used
+
+    gateway_audio.setup(app, daemon)
 
 
 def openai_error(status: int, message: str, kind: str = "invalid_request_error",

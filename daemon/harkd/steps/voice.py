@@ -25,18 +25,21 @@ if TYPE_CHECKING:
     from ..engine import Run
     from ..pipeline import Build
     from ..voice.frames import Audio
+    from ..voice.playback import AudioOut
 
 log = structlog.get_logger("harkd.voice")
 
 
 def _audio_of(data: Any) -> tuple[Audio, str | None, dict[str, Any] | None]:
     """The utterance audio of a step input, its known text, and its turn trace."""
-    from ..voice.frames import Audio, read_wav
+    from ..voice.frames import RATE, Audio, convert, read_wav
     from ..voice.vad import Utterance
 
     if isinstance(data, Utterance):
         return data.audio, data.text, data.trace.as_dict()
     if isinstance(data, Audio):
+        if data.rate != RATE:
+            data = Audio(convert(data.pcm, data.rate))
         return data, None, None
     if isinstance(data, bytes | bytearray):
         return Audio(bytes(data)), None, None
@@ -129,7 +132,10 @@ class TtsStep:
     """Synthesize the input text (or a stream of it) sentence by sentence.
 
     The output is a :class:`~harkd.voice.tts.Speech` that ``play`` consumes; synthesis of
-    each sentence starts as soon as the text stream completes it.
+    each sentence starts as soon as the text stream completes it. As the last step of a
+    pipeline it delivers the speech itself: to the voice client (audio WebSocket,
+    satellite, Wyoming, mic) that started the run, with the spoken text as output, or
+    else as a :class:`~harkd.voice.frames.Spoken` value (a webhook answers it as WAV).
     """
 
     engine: str
@@ -159,7 +165,20 @@ class TtsStep:
                         error=str(exc))
             engine = await tts_engine(run.services, self.fallback)
         run.step.detail["engine"] = engine.name
-        return Speech(engine, chunks)
+        speech = Speech(engine, chunks)
+        if not _is_last(run, self):
+            return speech
+        # Speech is a value: at the end of a pipeline it goes to whoever asked, with no
+        # play step. A voice client (audio WebSocket, satellite, mic) hears it; anything
+        # else (a webhook, cron, invoke) gets the audio itself, which HTTP answers as WAV.
+        out = run.extra.get(AUDIO_OUT)
+        if out is None and run.trigger.get("kind") == "mic":
+            from ..voice.playback import DeviceOut
+
+            out = DeviceOut(None)
+        if out is not None:
+            return await speak(run, out, speech)
+        return await _collect(run, speech)
 
 
 def _tts(params: dict[str, Any], b: Build) -> TtsStep:
@@ -183,7 +202,7 @@ def _tts(params: dict[str, Any], b: Build) -> TtsStep:
 TTS = StepKind(
     "tts",
     "Text to speech (Piper joe voice, or espeak-ng), sentence by sentence as text streams "
-    "in; feed it to play.",
+    "in. Last in a pipeline it answers with the speech: to a voice client, or as WAV.",
     {"type": "object", "additionalProperties": False, "properties": {
         "engine": {"enum": ["piper", "espeak"], "default": "piper"},
         "voice": {"type": "string", "description": "piper: an .onnx voice file (default: "
@@ -216,7 +235,7 @@ class PlayStep:
 
     async def __call__(self, run: Run, data: Any) -> Any:
         from ..voice.frames import Audio
-        from ..voice.playback import AudioOut, DeviceOut, Speaking
+        from ..voice.playback import DeviceOut
         from ..voice.tts import Speech
         from ..voice.vad import Utterance
 
@@ -225,40 +244,70 @@ class PlayStep:
             if self.target == "client":
                 raise StepError("play: this run did not come from an audio WebSocket client")
             out = DeviceOut(self.device, self.volume)
-        speaking: Speaking = run.extra.get(SPEAKING) or Speaking()
         if isinstance(data, Utterance):
             data = data.audio
         if not isinstance(data, Speech | Audio):
             raise StepError("play needs audio: put a tts step before it "
                             f"(got {type(data).__name__})", status=400)
-        detail = run.step.detail
-        t0 = time.perf_counter()
-        seconds = 0.0
-        begun = False
-        speaking.active = True
-        try:
-            async for audio in _chunks(data):
-                if speaking.interrupted:
-                    break
-                if not begun:
-                    await out.begin(audio.rate)
-                    begun = True
-                    detail["first_audio_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-                    detail["first_audio_at"] = time.time()
-                await out.write(audio, speaking)
-                seconds += audio.seconds
-        finally:
-            speaking.active = False
-            if begun:
-                await out.end(speaking.interrupted)
-        detail.update(seconds=round(seconds, 3), interrupted=speaking.interrupted)
-        if speaking.interrupted:
-            detail["interrupt"] = speaking.reason
-        if isinstance(data, Speech):
-            detail["tts"] = {k: round(v, 1) for k, v in data.marks.items()}
-            detail["text"] = data.said
-            return data.said
-        return ""
+        return await speak(run, out, data)
+
+
+def _is_last(run: Run, step: Any) -> bool:
+    steps = run.pipeline.steps
+    return bool(steps) and steps[-1].step is step
+
+
+async def _collect(run: Run, speech: Any) -> Any:
+    """All of ``speech`` as one :class:`~harkd.voice.frames.Spoken` value."""
+    from ..voice.frames import Spoken
+
+    pieces = [audio async for audio in speech]
+    rate = pieces[0].rate if pieces else 22050
+    spoken = Spoken(b"".join(a.pcm for a in pieces), rate, text=speech.said,
+                    engine=speech.engine.name)
+    run.step.detail.update(seconds=round(spoken.seconds, 3), text=spoken.text,
+                           tts={k: round(v, 1) for k, v in speech.marks.items()})
+    return spoken
+
+
+async def speak(run: Run, out: AudioOut, data: Any) -> str:
+    """Send speech (or audio) to ``out``, interruptibly; the text that was spoken.
+
+    Records ``first_audio_ms``, ``seconds``, ``interrupted`` and the tts timings on the
+    current step. Used by ``play`` and by a ``tts`` step that ends a pipeline.
+    """
+    from ..voice.playback import Speaking
+    from ..voice.tts import Speech
+
+    speaking: Speaking = run.extra.get(SPEAKING) or Speaking()
+    detail = run.step.detail
+    t0 = time.perf_counter()
+    seconds = 0.0
+    begun = False
+    speaking.active = True
+    try:
+        async for audio in _chunks(data):
+            if speaking.interrupted:
+                break
+            if not begun:
+                await out.begin(audio.rate)
+                begun = True
+                detail["first_audio_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+                detail["first_audio_at"] = time.time()
+            await out.write(audio, speaking)
+            seconds += audio.seconds
+    finally:
+        speaking.active = False
+        if begun:
+            await out.end(speaking.interrupted)
+    detail.update(seconds=round(seconds, 3), interrupted=speaking.interrupted)
+    if speaking.interrupted:
+        detail["interrupt"] = speaking.reason
+    if isinstance(data, Speech):
+        detail["tts"] = {k: round(v, 1) for k, v in data.marks.items()}
+        detail["text"] = data.said
+        return data.said
+    return str(getattr(data, "text", ""))
 
 
 async def _chunks(data: Any) -> Any:

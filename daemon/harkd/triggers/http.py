@@ -1,10 +1,11 @@
 """The ``http`` trigger: a webhook on the shared listener.
 
-A request's body is the run's input (JSON parsed, form fields as a mapping, anything else
-as text; for GET the query). In ``sync`` mode the response is the run's output (a string
-as text, anything else as JSON), or an SSE stream of ``delta`` events then a ``result``
-when the client sends ``Accept: text/event-stream``. In ``async`` mode the answer is 202
-with the run id at once.
+A request's body is the run's input (JSON parsed, form fields as a mapping, a WAV or
+``audio/L16`` body as audio for a first ``stt`` step, anything else as text; for GET the
+query). In ``sync`` mode the response is the run's output (a string as text, speech from
+a final ``tts`` step as ``audio/wav``, anything else as JSON), or an SSE stream of
+``delta`` events then a ``result`` when the client sends ``Accept: text/event-stream``.
+In ``async`` mode the answer is 202 with the run id at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
 from ..engine import Bound, Event, RunResult
 from ..registry import TriggerKind
+from ..values import jsonable
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -54,11 +56,15 @@ def result_response(result: RunResult) -> web.Response:
     if isinstance(result.output, bytes | bytearray):
         return web.Response(body=bytes(result.output), headers=headers,
                             content_type="application/octet-stream")
+    to_wav = getattr(result.output, "to_wav", None)
+    if callable(to_wav):
+        # Speech is a value: a pipeline that ends in tts answers with the audio itself.
+        return web.Response(body=to_wav(), headers=headers, content_type="audio/wav")
     return web.json_response(result.output, headers=headers, dumps=_dumps)
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)
+    return json.dumps(obj, ensure_ascii=False, default=jsonable)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -91,6 +97,8 @@ def parse_body(request: web.Request, body: bytes) -> Any:
     if not body:
         return None
     ctype = request.content_type
+    if ctype in AUDIO_TYPES:
+        return parse_audio(request.headers.get("Content-Type", ""), body)
     text = body.decode(request.charset or "utf-8", errors="strict")
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
@@ -101,6 +109,45 @@ def parse_body(request: web.Request, body: bytes) -> Any:
     if ctype == "application/x-www-form-urlencoded":
         return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
     return text
+
+
+AUDIO_TYPES = frozenset({"audio/wav", "audio/wave", "audio/x-wav", "audio/vnd.wave",
+                         "audio/l16"})
+
+
+def parse_audio(content_type: str, body: bytes) -> Any:
+    """A WAV body, or raw PCM sent as ``audio/L16; rate=16000`` (little-endian unless
+    ``endianness=big-endian``; ``channels=N``), as audio in harkd's internal format for a
+    first ``stt`` step. Raises ValueError with a message for the client."""
+    from aiohttp.helpers import parse_mimetype
+
+    mime = parse_mimetype(content_type)
+    try:
+        from ..voice.frames import Audio, convert, read_wav
+    except ImportError:
+        raise ValueError("audio bodies need harkd's voice support: pip install "
+                         "'harkd[voice]'") from None
+    if mime.subtype.lower() != "l16":
+        import io
+        import wave
+
+        try:
+            return read_wav(io.BytesIO(body))
+        except (wave.Error, EOFError, ValueError) as exc:
+            raise ValueError(f"body is not a readable WAV file: {exc}") from None
+    params = {k.lower(): v for k, v in mime.parameters.items()}
+    try:
+        rate = int(params.get("rate", "16000"))
+        channels = int(params.get("channels", "1"))
+    except ValueError:
+        raise ValueError("audio/L16 needs a numeric rate (and channels)") from None
+    if not 8000 <= rate <= 96000 or not 1 <= channels <= 8:
+        raise ValueError("audio/L16 rate must be 8000..96000 and channels 1..8")
+    if params.get("endianness", "little-endian").lower() == "big-endian":
+        swapped = bytearray(body[: len(body) - len(body) % 2])
+        swapped[0::2], swapped[1::2] = swapped[1::2], swapped[0::2]
+        body = bytes(swapped)
+    return Audio(convert(body, rate, channels))
 
 
 def trigger_data(request: web.Request, kind: str = "http") -> dict[str, Any]:

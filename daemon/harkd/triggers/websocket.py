@@ -37,6 +37,7 @@ from .. import durations
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
 from ..engine import Bound, Event, RunResult
 from ..registry import TriggerKind
+from ..values import jsonable
 from .http import error_response, trigger_data
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ AUDIO_MODULE = "harkd.voice.wsaudio"
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)
+    return json.dumps(obj, ensure_ascii=False, default=jsonable)
 
 
 def parse_message(text: str) -> Any:

@@ -7,10 +7,11 @@ client gives is down-mixed, resampled and sliced here with numpy.
 
 from __future__ import annotations
 
+import io
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -38,8 +39,36 @@ class Audio:
     def samples(self) -> Int16:
         return np.frombuffer(self.pcm, dtype=np.int16)
 
+    def to_wav(self) -> bytes:
+        """The audio as a WAV file (RIFF, 16-bit mono)."""
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.rate)
+            w.writeframes(self.pcm)
+        return buf.getvalue()
+
+    def as_value(self) -> dict[str, Any]:
+        """What the run log and JSON answers show instead of the samples."""
+        return {"type": "audio", "seconds": round(self.seconds, 3), "rate": self.rate,
+                "format": "s16le"}
+
     def __repr__(self) -> str:
         return f"<audio {self.seconds:.2f}s {self.rate}Hz>"
+
+
+@dataclass(frozen=True, repr=False)
+class Spoken(Audio):
+    """Synthesized speech as a value: the audio of ``text`` (the output of a ``tts`` step
+    that ends a pipeline with no client to speak to, such as a webhook)."""
+
+    text: str = ""
+    engine: str = ""
+
+    def as_value(self) -> dict[str, Any]:
+        return {**super().as_value(), "type": "speech", "text": self.text,
+                "engine": self.engine}
 
 
 def to_mono(samples: npt.NDArray[np.generic], channels: int) -> Float32:

@@ -162,5 +162,8 @@ class Speech:
     def said(self) -> str:
         return " ".join(self.spoken)
 
+    def as_value(self) -> dict[str, object]:
+        return {"type": "speech", "text": self.said, "engine": self.engine.name}
+
     def __repr__(self) -> str:
         return f"<speech {self.engine.name}: {self.said[:60]!r}>"

@@ -77,6 +77,12 @@ class Utterance:
     def seconds(self) -> float:
         return self.audio.seconds
 
+    def as_value(self) -> dict[str, Any]:
+        value = {**self.audio.as_value(), "turn": self.trace.as_dict()}
+        if self.text is not None:
+            value["text"] = self.text
+        return value
+
     def __repr__(self) -> str:
         return f"<utterance {self.seconds:.2f}s ended by {self.trace.rule}>"
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import WSMsgType, web
 
+from ..values import jsonable
 from .frames import RATE, Framer, Resampler
 from .listen import Listener
 from .mic import listen_config
@@ -59,7 +60,7 @@ class AudioConnection:
             return
         async with self._lock:
             if not self.ws.closed:
-                await self.ws.send_str(json.dumps(event, ensure_ascii=False, default=str))
+                await self.ws.send_str(json.dumps(event, ensure_ascii=False, default=jsonable))
 
     async def send_bytes(self, data: Any) -> None:
         async with self._lock:
