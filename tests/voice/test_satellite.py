@@ -1,0 +1,158 @@
+"""harkd drives a real wyoming-satellite process: its microphone plays generated speech,
+its speaker writes the reply to a file, and the reply must be speech answering it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harkd.testing import DaemonHandle, capture_logs, free_port, run_daemon, wait_until
+from harkd.testing_satellite import SND_RATE, Satellite, run_satellite
+from harkd.voice.frames import Audio, read_wav, rms
+
+from .conftest import Models, Speak
+
+pytestmark = pytest.mark.anyio
+
+PIPELINE = """\
+trigger:
+  satellite:
+    uri: {uris}
+    vad: {{silence: 500ms}}
+    backoff_max: 1s
+steps:
+  - stt: {{}}
+  - template: "You said {{{{ input }}}}"
+  - tts: {{}}
+"""
+
+
+def speech_pcm(speak: Speak, text: str) -> bytes:
+    """Generated speech with a little silence before it and none after (the microphone
+    then plays silence), so the end of speech is when the file ends."""
+    audio = read_wav(speak(text, pad=0.3))
+    pcm = audio.pcm
+    trimmed = len(pcm)
+    while trimmed > 2 and abs(int.from_bytes(pcm[trimmed - 2:trimmed], "little",
+                                             signed=True)) < 300:
+        trimmed -= 2
+    return pcm[:trimmed]
+
+
+async def links(d: DaemonHandle, name: str) -> dict[str, Any]:
+    trigger = d.daemon.catalog.entries[name].bound.pipeline.trigger  # type: ignore[union-attr]
+    live: dict[str, Any] = trigger.live
+    return live
+
+
+async def streaming(d: DaemonHandle, name: str, sat: Satellite) -> None:
+    """Wait until harkd is connected to ``sat`` and hears its microphone."""
+    async def hearing() -> bool:
+        link = (await links(d, name)).get(sat.uri)
+        return link is not None and link.connected and link.chunks > 3
+
+    await wait_until(hearing, 30)
+
+
+async def reply_of(sat: Satellite, count: int) -> tuple[dict[str, float], Audio]:
+    await wait_until(lambda: len(sat.replies()) >= count, 90, interval=0.1)
+    meta, pcm = sat.replies()[count - 1]
+    return meta, Audio(pcm, SND_RATE)
+
+
+async def test_satellite_turn_is_transcribed_answered_and_spoken(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    async with run_satellite(tmp_path / "sat") as sat, run_daemon(tmp_path / "d") as d:
+        d.daemon.services.shared.update(models.shared())
+        await d.write("kitchen", PIPELINE.format(uris=sat.uri))
+        await streaming(d, "kitchen", sat)
+        sat.say(speech_pcm(speak, "turn on the kitchen lights"))
+        meta, reply = await reply_of(sat, 1)
+        assert reply.seconds > 1.0 and rms(reply.pcm) > 0.02
+        heard = models.transcribe(reply).lower()
+        assert "you said" in heard and "kitchen" in heard
+        assert meta["first"] > sat.spoken()[0]["end"]
+
+        async with d.http.get(d.url("/api/runs?pipeline=kitchen")) as resp:
+            run_id = (await resp.json())["runs"][0]["id"]
+        async with d.http.get(d.url(f"/api/runs/{run_id}")) as resp:
+            run = await resp.json()
+        assert run["status"] == "ok"
+        assert "kitchen lights" in run["steps"][0]["detail"]["text"].lower()
+        assert run["trigger_data"]["kind"] == "satellite"
+        assert run["trigger_data"]["session"] == "satellite:Kitchen"
+        assert run["input"]["type"] == "audio" and "turn" in run["input"]
+        assert run["steps"][-1]["detail"]["seconds"] > 1.0
+        assert "<" not in json.dumps(run["output"])
+
+
+async def garbage_satellite(port: int, payload: bytes) -> asyncio.Server:
+    """A scripted peer that accepts harkd and answers its describe with ``payload``."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            await reader.readline()
+            writer.write(payload)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+async def test_two_satellites_have_their_own_sessions_and_bad_ones_are_contained(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    bad_port, gone_port = free_port(), free_port()
+    bad = await garbage_satellite(bad_port, b"\x00\xffnot wyoming at all\n")
+    async with run_satellite(tmp_path / "a", name="Kitchen") as a, \
+            run_satellite(tmp_path / "b", name="Hall") as b, \
+            run_daemon(tmp_path / "d") as d:
+        d.daemon.services.shared.update(models.shared())
+        uris = json.dumps([a.uri, b.uri, f"tcp://127.0.0.1:{bad_port}",
+                           f"tcp://127.0.0.1:{gone_port}"])
+        with capture_logs() as logs:
+            await d.write("house", PIPELINE.format(uris=uris))
+            await streaming(d, "house", a)
+            await streaming(d, "house", b)
+            a.say(speech_pcm(speak, "turn on the kitchen lights"))
+            b.say(speech_pcm(speak, "what time is it"))
+            _, reply_a = await reply_of(a, 1)
+            _, reply_b = await reply_of(b, 1)
+        assert "kitchen" in models.transcribe(reply_a).lower()
+        assert "time" in models.transcribe(reply_b).lower()
+        events = [e["event"] for e in logs]
+        assert "satellite_protocol_error" in events  # the garbage peer, disconnected
+        assert "satellite_connect_failed" in events  # nobody at gone_port: retried
+
+        async with d.http.get(d.url("/api/runs?pipeline=house")) as resp:
+            ids = [r["id"] for r in (await resp.json())["runs"]]
+        seen = set()
+        for run_id in ids:
+            async with d.http.get(d.url(f"/api/runs/{run_id}")) as resp:
+                seen.add((await resp.json())["trigger_data"]["session"])
+        assert seen == {"satellite:Kitchen", "satellite:Hall"}
+    bad.close()
+
+
+async def test_a_restarted_satellite_is_reconnected(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    port = free_port()
+    async with run_daemon(tmp_path / "d") as d:
+        d.daemon.services.shared.update(models.shared())
+        uri = f"tcp://127.0.0.1:{port}"
+        async with run_satellite(tmp_path / "s1", port=port) as sat:
+            await d.write("porch", PIPELINE.format(uris=uri))
+            await streaming(d, "porch", sat)
+        # the satellite is gone mid-stream; it comes back on the same port
+        link = (await links(d, "porch"))[uri]
+        await wait_until(lambda: not link.connected, 10)
+        async with run_satellite(tmp_path / "s2", port=port) as sat:
+            await wait_until(lambda: link.connects >= 2, 30)
+            await streaming(d, "porch", sat)
+            sat.say(speech_pcm(speak, "turn on the kitchen lights"))
+            _, reply = await reply_of(sat, 1)
+            assert "kitchen" in models.transcribe(reply).lower()

@@ -1,0 +1,222 @@
+"""harkd as a Wyoming server, spoken to with the ``wyoming`` package's own client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.handle import Handled, NotHandled
+from wyoming.info import Describe, Info
+from wyoming.ping import Ping, Pong
+from wyoming.tts import Synthesize, SynthesizeVoice
+
+from harkd.testing import DaemonHandle, capture_logs, free_port, run_daemon
+from harkd.voice.frames import Audio, from_pcm, read_wav, resample, rms, to_pcm
+
+from .conftest import Models, Speak
+
+pytestmark = pytest.mark.anyio
+
+PIPELINE = """\
+description: The kitchen helper
+trigger:
+  wyoming: {{listen: "127.0.0.1:{port}", audio_timeout: 1s, max_audio: 4s}}
+steps:
+  - template: "You said {{{{ input }}}}"
+"""
+
+FAILING = """\
+trigger: {{wyoming: {{listen: "127.0.0.1:{port}", serve: [handle]}}}}
+steps:
+  - http: {{url: "http://127.0.0.1:9/nothing", timeout: 1s}}
+"""
+
+
+async def serve(d: DaemonHandle, text: str = PIPELINE, name: str = "kitchen") -> int:
+    port = free_port()
+    await d.write(name, text.format(port=port))
+    assert d.state(name) == "active", d.daemon.catalog.entries[name].errors
+    return port
+
+
+async def client(port: int) -> AsyncTcpClient:
+    c = AsyncTcpClient("127.0.0.1", port, read_timeout=30)
+    await c.connect()
+    return c
+
+
+async def ask(c: AsyncTcpClient, event: Event) -> Event:
+    await c.write_event(event)
+    answer = await c.read_event()
+    assert answer is not None
+    return answer
+
+
+async def send_audio(c: AsyncTcpClient, audio: Audio, *, stop: bool = True) -> None:
+    await c.write_event(AudioStart(rate=audio.rate, width=2, channels=1).event())
+    step = 2048
+    for i in range(0, len(audio.pcm), step):
+        await c.write_event(AudioChunk(rate=audio.rate, width=2, channels=1,
+                                       audio=audio.pcm[i:i + step]).event())
+    if stop:
+        await c.write_event(AudioStop().event())
+
+
+async def read_speech(c: AsyncTcpClient) -> Audio:
+    start = AudioStart.from_event(await c.read_event())  # type: ignore[arg-type]
+    pcm = bytearray()
+    while True:
+        event = await c.read_event()
+        assert event is not None
+        if AudioStop.is_type(event.type):
+            return Audio(bytes(pcm), start.rate)
+        chunk = AudioChunk.from_event(event)
+        assert (chunk.rate, chunk.width, chunk.channels) == (start.rate, 2, 1)
+        pcm += chunk.audio
+
+
+async def test_describe_lists_asr_tts_and_the_pipeline(tmp_path: Path) -> None:
+    async with run_daemon(tmp_path) as d:
+        port = await serve(d)
+        c = await client(port)
+        info = Info.from_event(await ask(c, Describe().event()))
+        assert info.asr[0].models[0].name == "tiny.en"
+        assert {v.name for v in info.tts[0].voices} == {"joe", "espeak"}
+        assert info.handle[0].models[0].name == "kitchen"
+        assert info.handle[0].models[0].description == "The kitchen helper"
+        assert Pong.is_type((await ask(c, Ping(text="hi").event())).type)
+        await c.disconnect()
+
+
+async def test_asr_transcribes_audio_at_any_supported_rate(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    async with run_daemon(tmp_path) as d:
+        d.daemon.services.shared.update(models.shared())
+        port = await serve(d)
+        c = await client(port)
+        await c.write_event(Transcribe(language="en").event())
+        speech = read_wav(speak("turn on the kitchen lights"))
+        at_22k = Audio(to_pcm(resample(from_pcm(speech.pcm), 16000, 22050)), 22050)
+        await send_audio(c, at_22k)
+        event = await c.read_event()
+        assert event is not None and Transcript.is_type(event.type)
+        assert "kitchen lights" in Transcript.from_event(event).text.lower()
+        await c.disconnect()
+
+
+async def test_tts_streams_speech(tmp_path: Path, models: Models) -> None:
+    async with run_daemon(tmp_path) as d:
+        d.daemon.services.shared.update(models.shared())
+        port = await serve(d)
+        c = await client(port)
+        await c.write_event(Synthesize(text="The oven is hot. Be careful.").event())
+        audio = await read_speech(c)
+        assert audio.rate == 22050 and audio.seconds > 1.0 and rms(audio.pcm) > 0.02
+        heard = models.transcribe(audio).lower()
+        assert "oven" in heard and "careful" in heard
+        await c.write_event(Synthesize(text="Hello there.",
+                                       voice=SynthesizeVoice(name="espeak")).event())
+        robot = await read_speech(c)
+        assert robot.seconds > 0.3 and "hello" in models.transcribe(robot).lower()
+        await c.disconnect()
+
+
+async def test_handle_runs_the_pipeline_and_logs_the_run(tmp_path: Path) -> None:
+    async with run_daemon(tmp_path) as d:
+        port = await serve(d)
+        c = await client(port)
+        answer = await ask(c, Transcript(text="what time is it").event())
+        assert Handled.is_type(answer.type)
+        assert Handled.from_event(answer).text == "You said what time is it"
+        await c.disconnect()
+        async with d.http.get(d.url("/api/runs?pipeline=kitchen")) as resp:
+            runs = (await resp.json())["runs"]
+        assert runs[0]["trigger"] == "wyoming"
+        async with d.http.get(d.url(f"/api/runs/{runs[0]['id']}")) as resp:
+            run = await resp.json()
+        assert run["input"] == "what time is it" and run["trigger_data"]["session"]
+
+        failing = await serve(d, FAILING, "broken")
+        c = await client(failing)
+        answer = await ask(c, Transcript(text="hello").event())
+        assert NotHandled.is_type(answer.type) and NotHandled.from_event(answer).text
+        # this listener serves only handle: asr is refused, and the connection closed
+        answer = await ask(c, AudioStart(rate=16000, width=2, channels=1).event())
+        assert Error.is_type(answer.type) and "does not serve asr" in answer.data["text"]
+        assert await c.read_event() is None
+        await c.disconnect()
+
+
+async def raw(port: int, data: bytes) -> list[dict[str, Any]]:
+    """Send raw bytes; the JSON headers of what comes back until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    out = []
+    while line := await asyncio.wait_for(reader.readline(), 10):
+        header = json.loads(line)
+        if header.get("data_length"):
+            header["data"] = json.loads(await reader.readexactly(header["data_length"]))
+        out.append(header)
+    writer.close()
+    return out
+
+
+async def test_bad_clients_are_bounded_and_others_go_on(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    async with run_daemon(tmp_path) as d:
+        d.daemon.services.shared.update(models.shared())
+        port = await serve(d)
+        with capture_logs() as logs:
+            # a client that never sends audio-stop: refused after audio_timeout (1s)
+            silent = await client(port)
+            await send_audio(silent, Audio(b"\0" * 16000), stop=False)
+            answer = await silent.read_event()
+            assert answer is not None and Error.is_type(answer.type)
+            assert "no audio-stop" in answer.data["text"]
+            assert await silent.read_event() is None
+            # endless audio: refused past max_audio (4s)
+            endless = await client(port)
+            await send_audio(endless, Audio(b"\1\0" * 16000 * 5), stop=False)
+            answer = await endless.read_event()
+            assert answer is not None and "longer than 4s" in answer.data["text"]
+            # an unsupported sample rate
+            odd = await client(port)
+            answer = await ask(odd, AudioStart(rate=96000, width=2, channels=1).event())
+            assert "unsupported sample rate" in answer.data["text"]
+            # garbage, and a header announcing a payload over the limit
+            errors = await raw(port, b"this is not json\n")
+            assert errors[-1]["data"]["text"] == "event header is not JSON"
+            errors = await raw(port, b'{"type": "audio-chunk", "payload_length": 99999999}\n')
+            assert "over the limit" in errors[-1]["data"]["text"]
+            errors = await raw(port, b"x" * 200_000 + b"\n")
+            assert "longer than" in errors[-1]["data"]["text"]
+        kinds = [e["event"] for e in logs if e["event"] == "wyoming_protocol_error"]
+        assert len(kinds) == 6
+        # the daemon and its other clients are unaffected
+        c = await client(port)
+        await send_audio(c, read_wav(speak("what time is it")))
+        event = await c.read_event()
+        assert event is not None and "time" in Transcript.from_event(event).text.lower()
+        await c.disconnect()
+
+
+async def test_off_loopback_needs_explicit_auth_none(tmp_path: Path) -> None:
+    async with run_daemon(tmp_path) as d:
+        await d.write("public", 'trigger: {wyoming: {listen: "0.0.0.0:10799"}}\n'
+                                "steps: [{template: hi}]\n")
+        assert d.state("public") == "rejected"
+        errors = d.daemon.catalog.entries["public"].errors
+        assert "auth: none" in errors[0].message
+        port = free_port()
+        await d.write("public", f'trigger: {{wyoming: {{listen: "0.0.0.0:{port}", '
+                                'auth: none}}\nsteps: [{template: hi}]\n')
+        assert d.state("public") == "active"
