@@ -303,12 +303,13 @@ def walk(steps: Steps) -> Iterator[StepSpec]:
 def _check_tests(tests: list[Any], steps: Steps, root: Build) -> None:
     names = {spec.name for spec in walk(steps) if spec.name}
     for i, test in enumerate(tests):
-        where = root.child(f"/tests/{i}/steps")
         for name in test.get("steps") or {}:
             if name not in names:
                 known = ", ".join(sorted(names)) or "none"
-                where.error(name, f"test {test.get('name')!r} stubs step {name!r}, but no "
-                                  f"step has `as: {name}` (named steps: {known})")
+                where = root.positions.at(f"/tests/{i}/steps/{escape(name)}", key=True)
+                root.errors.append(ConfigError(
+                    f"test {test.get('name')!r} stubs step {name!r}, but no step has "
+                    f"`as: {name}` (named steps: {known})", where))
 
 
 def compile_steps(items: list[Any], b: Build) -> Steps:

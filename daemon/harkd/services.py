@@ -11,13 +11,14 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import structlog
 
 from .registry import Registry
 from .settings import Settings
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from .catalog import Catalog
     from .engine import RunObserver
     from .router import Router
@@ -44,6 +45,8 @@ class Services:
     def http(self) -> aiohttp.ClientSession:
         """The pooled client session for outgoing HTTP from steps."""
         if self._http is None or self._http.closed:
+            import aiohttp  # not at import: harkd test and check need no HTTP client
+
             self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=256, limit_per_host=64),
                 timeout=aiohttp.ClientTimeout(total=30),

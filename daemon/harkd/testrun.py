@@ -153,20 +153,17 @@ async def run_tests(paths: Sequence[str | Path], settings: Settings, *, live: bo
     report = Report()
     files = files_of(paths)
     build = build_settings(settings)
-    library: dict[str, Pipeline] = {}
+    loaded = {path.resolve(): load_file(path, registry=registry, settings=build)
+              for folder in sorted({f.parent for f in files}) for path in discover(folder)}
+    library = {x.name: x.pipeline for x in loaded.values() if x.pipeline is not None}
     targets: list[Pipeline] = []
-    for folder in sorted({f.parent for f in files}):
-        for path in discover(folder):
-            loaded = load_file(path, registry=registry, settings=build)
-            if loaded.pipeline is not None:
-                library[loaded.name] = loaded.pipeline
     for path in files:
-        loaded = load_file(path, registry=registry, settings=build)
-        if loaded.pipeline is None:
-            report.errors.extend(loaded.errors)
+        one = loaded.get(path.resolve()) or load_file(path, registry=registry, settings=build)
+        if one.pipeline is None:
+            report.errors.extend(one.errors)
             continue
-        library[loaded.name] = loaded.pipeline
-        targets.append(loaded.pipeline)
+        library[one.name] = one.pipeline
+        targets.append(one.pipeline)
     with tempfile.TemporaryDirectory(prefix="harkd-test-") as state:
         # Sessions and caches of a test run live and die with it, unless it is live.
         run_settings = settings if live else replace(settings, state=Path(state))
