@@ -57,6 +57,7 @@ class Seen:
     model: str
     body: dict[str, Any]
     headers: dict[str, str]
+    query: dict[str, str] = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)
 
 
@@ -100,10 +101,8 @@ class ScriptedUpstream:
         self._generation += 1
 
     async def __aenter__(self) -> ScriptedUpstream:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._openai)
-        app.router.add_post("/api/chat", self._ollama)
-        app.router.add_get("/v1/models", self._models)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -113,6 +112,12 @@ class ScriptedUpstream:
         self._stop.set()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def _routes(self, app: web.Application) -> None:
+        """The endpoints this upstream answers (the cloud dialects add theirs)."""
+        app.router.add_post("/v1/chat/completions", self._openai)
+        app.router.add_post("/api/chat", self._ollama)
+        app.router.add_get("/v1/models", self._models)
 
     # -- handlers ---------------------------------------------------------------------
 
@@ -126,14 +131,20 @@ class ScriptedUpstream:
                      ) -> tuple[dict[str, Any], str, Reply]:
         body = json.loads(await request.read())
         model = str(body.get("model", ""))
+        return body, model, await self._script(request, path, model, body)
+
+    async def _script(self, request: web.Request, path: str, model: str,
+                      body: dict[str, Any]) -> Reply:
+        """Record the request and take the model's next reply, waiting as it says."""
         if self.record:
-            self.requests.append(Seen(path, model, body, dict(request.headers)))
+            self.requests.append(Seen(path, model, body, dict(request.headers),
+                                      query=dict(request.query)))
         reply = self._next(model)
         if reply.hang:
             await self._stop.wait()
         if reply.delay:
             await asyncio.sleep(reply.delay)
-        return body, model, reply
+        return reply
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body, model, reply = await self._begin(request, "openai")

@@ -1,12 +1,18 @@
 """Every other provider (Anthropic, Gemini, Bedrock, Azure, ...) through LiteLLM.
 
 ``import litellm`` costs seconds and over 100 MB, so it happens only when a configured
-deployment needs it, in a worker thread so the event loop keeps serving meanwhile.
+deployment needs it, in a worker thread so the event loop keeps serving meanwhile
+(``bench/litellm_import.py`` measures the loop's lag during it). By default LiteLLM
+fetches its model price list from GitHub at import, with retries that sleep for seconds;
+harkd makes it use the copy inside the package instead (``LITELLM_LOCAL_MODEL_COST_MAP``,
+unless the environment already sets it), so a daemon never phones home to start a call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +27,26 @@ from .types import ChatRequest, Completion, Delta, ToolCall, Usage
 log = structlog.get_logger("harkd.router")
 
 
+#: LiteLLM releases that shipped a credential stealer (LiteLLM issue #24518); harkd
+#: refuses to import them, since importing is what runs the payload
+COMPROMISED = frozenset({"1.82.7", "1.82.8"})
+
+
+def refuse_compromised(version: str) -> None:
+    """Raise ImportError if ``version`` is a known-compromised LiteLLM release."""
+    if version in COMPROMISED:
+        raise ImportError(f"litellm {version} is a compromised release (LiteLLM issue "
+                          "#24518) and was not imported: uninstall it, rotate the API keys "
+                          "of this machine, and install a pinned good version (see "
+                          "docs/security.md)")
+
+
 def _import() -> Any:
+    try:
+        refuse_compromised(importlib.metadata.version("litellm"))
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError("litellm is not installed") from None
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
     litellm.suppress_debug_info = True
@@ -45,10 +70,11 @@ class LiteLLMBackend:
                     log.info("litellm_importing", deployment=dep.label)
                     try:
                         self._module = await asyncio.to_thread(_import)
-                    except ImportError:
-                        raise BackendFailed(
-                            f"{dep.label} needs LiteLLM, which is not installed "
-                            "(pip install 'harkd[cloud]')", retryable=False) from None
+                    except ImportError as exc:
+                        why = str(exc) if "compromised" in str(exc) else \
+                            "it is not installed (pip install 'harkd[cloud]')"
+                        raise BackendFailed(f"{dep.label} needs LiteLLM, but {why}",
+                                            retryable=False) from None
         return self._module
 
     async def prepare(self, dep: Deployment) -> str:
@@ -128,8 +154,13 @@ def _usage(raw: Any) -> Usage | None:
 def _failure(dep: Deployment, exc: BaseException) -> BackendFailed:
     status = getattr(exc, "status_code", None)
     status = int(status) if isinstance(status, int) else None
-    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-    message = REDACTOR(f"{dep.label} failed: {type(exc).__name__}: {exc}")[:400]
+    # LiteLLM keeps the upstream's headers here; ``exc.response`` is often a stand-in.
+    headers = getattr(exc, "litellm_response_headers", None) or getattr(
+        getattr(exc, "response", None), "headers", None) or {}
+    what = f"answered {status}" if status is not None else "failed"
+    if status in (401, 403):
+        what += ": the API key was rejected"
+    message = REDACTOR(f"{dep.label} {what}: {type(exc).__name__}: {exc}")[:400]
     if status in (401, 403):
         return BackendFailed(message, status=status, retryable=False)
     if status is not None and 400 <= status < 500 and status not in (408, 429):
