@@ -4,6 +4,7 @@ one headless Chromium for the whole session, driven with Selenium."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -35,6 +36,10 @@ FILES = {
             "  - llm: {model: slow, prompt: '{{ input }}', stream: true}\n",
     "broken": "trigger: {http: {}}\nsteps:\n  - llm: {model: broken, prompt: hi}\n",
     "bad": "trigger: {http: {}}\nsteps:\n  - template: fine\n  - templat: x\n",
+    "nested": "trigger: {http: {}}\nsteps:\n"
+              "  - map: {over: '{{ input.items }}', concurrency: 1,\n"
+              "          steps: [{template: '{{ input | upper }}'}]}\n"
+              "  - parallel: {a: [{template: x}], b: [{template: y}, {log: z}]}\n",
 }
 
 
@@ -158,8 +163,14 @@ class Page:
         self.driver.get(self.base + path)
 
     def shot(self, name: str) -> Path:
+        """A screenshot of the whole page, not only the window (Chrome DevTools)."""
         path = self.folder / f"{name}.png"
-        self.driver.save_screenshot(str(path))
+        width, height = self.driver.execute_script(
+            "const e = document.documentElement; return [e.clientWidth, e.scrollHeight];")
+        shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 6000), "scale": 1}})
+        path.write_bytes(base64.b64decode(shot["data"]))
         keep = os.environ.get("HARKD_SCREENSHOTS")
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)

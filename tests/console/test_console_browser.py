@@ -66,6 +66,20 @@ def test_runs_page_filters_and_a_run_shows_its_waterfall(page: Page, live: Live)
     page.shot("run")
 
 
+def test_waterfall_indents_nested_steps(page: Page, live: Live) -> None:
+    status, run_id, _ = live.post("/hooks/nested", {"items": ["a", "b"]})
+    assert status == 200
+    page.open(f"/ui/runs/{run_id}")
+    steps = page.all("ol.waterfall > li")
+    paths = [(s.get_attribute("data-path"), s.get_attribute("data-depth")) for s in steps]
+    assert paths[:3] == [("0", "0"), ("0.map[0].0", "1"), ("0.map[1].0", "1")]
+    assert ("1.parallel.b.1", "1") in paths and paths[3] == ("1", "0")
+    indent = [s.find_element(By.CSS_SELECTOR, ".label").value_of_css_property("padding-left")
+              for s in steps[:2]]
+    assert indent[0] == "0px" and indent[1] != "0px"
+    page.shot("run-nested")
+
+
 def test_a_failed_run_and_the_router_page_show_the_error(page: Page, live: Live) -> None:
     _, run_id, _ = live.post("/hooks/broken", {})
     page.open(f"/ui/runs/{run_id}")

@@ -170,3 +170,15 @@ def test_excerpt_marks_the_line(tmp_path: Path) -> None:
     assert excerpt(str(f), 4) == [(2, "b", False), (3, "c", False), (4, "d", True),
                                   (5, "e", False), (6, "f", False)]
     assert excerpt(str(f), 99) == [] and excerpt(str(tmp_path / "gone"), 1) == []
+
+
+def test_the_console_bench_produces_its_figures() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "bench" / "console.py"), "--runs", "300",
+                           "--repeats", "3"], capture_output=True, text=True, timeout=120,
+                          cwd=root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "runs page, first 50 (no filter)" in proc.stdout and "total" in proc.stdout

@@ -10,6 +10,9 @@ push-to-talk. Nothing is built and nothing comes from a CDN.
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +20,8 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -28,17 +33,29 @@ def setup(app: web.Application, daemon: Daemon) -> None:
 
     hub = events.Hub.of(daemon)
     app.on_shutdown.append(lambda _app: hub.close())
-    app.router.add_get("/", views.pipelines)
-    app.router.add_get("/ui/", views.pipelines)
-    app.router.add_get("/ui/pipelines", views.pipelines)
-    app.router.add_get("/ui/pipelines/{name}", views.pipeline)
-    app.router.add_get("/ui/runs", views.runs)
-    app.router.add_get("/ui/runs/{id}", views.run)
-    app.router.add_get("/ui/router", views.router)
-    app.router.add_get("/ui/logs", views.logs)
+    for path, handler in (("/", views.pipelines), ("/ui/", views.pipelines),
+                          ("/ui/pipelines", views.pipelines),
+                          ("/ui/pipelines/{name}", views.pipeline), ("/ui/runs", views.runs),
+                          ("/ui/runs/{id}", views.run), ("/ui/router", views.router),
+                          ("/ui/logs", views.logs)):
+        app.router.add_get(path, timed(handler))
     app.router.add_get("/ui/login", views.login_form)
     app.router.add_post("/ui/login", views.login)
     app.router.add_post("/ui/logout", views.logout)
     app.router.add_get("/ui/events", events.stream_events)
     app.router.add_get("/ui/logs/stream", events.stream_logs)
     app.router.add_static("/ui/static/", STATIC)
+
+
+def timed(handler: Handler) -> Handler:
+    """Report the time a page took on the server in a ``Server-Timing`` header (the
+    browser's developer tools show it; ``bench/console.py`` reads it)."""
+
+    @functools.wraps(handler)
+    async def run(request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        response = await handler(request)
+        response.headers["Server-Timing"] = f"page;dur={(time.perf_counter() - t0) * 1000:.2f}"
+        return response
+
+    return run

@@ -55,14 +55,14 @@ def asset(name: str) -> str:
     return f"/ui/static/{name}?v={digest}"
 
 
-def when(ts: float | None) -> str:
-    if not ts:
+def when(ts: Any) -> str:
+    if not isinstance(ts, int | float) or not ts:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def ms(value: float | None) -> str:
-    if value is None:
+def ms(value: Any) -> str:
+    if not isinstance(value, int | float):
         return "-"
     if value >= 10000:
         return f"{value / 1000:.1f} s"
