@@ -213,10 +213,16 @@ def config_schema() -> dict[str, Any]:
     from .tools.loop import SCHEMA as TOOLS
 
     props["tools"] = TOOLS
+    from .tools.mcp_client import SCHEMA as MCP
+
+    props["mcp"] = MCP
     props["sessions"] = SESSIONS
     from .cluster import SCHEMA as CLUSTER
 
     props["cluster"] = CLUSTER
+    from .tools.homeassistant import SCHEMA as HOMEASSISTANT
+
+    props["homeassistant"] = HOMEASSISTANT
     return {
         "$schema": DRAFT,
         "$id": BASE + "harkd.schema.json",
