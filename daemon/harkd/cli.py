@@ -79,10 +79,24 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--stream", action="store_true", help="print tokens as they come")
     a.set_defaults(func=cmd_ask)
 
+    tk = sub.add_parser("talk", help="talk to a pipeline's WebSocket on a running daemon")
+    common(tk)
+    tk.add_argument("name", help="the pipeline (its trigger must be websocket)")
+    tk.add_argument("--url", help="the daemon's base URL (default: from server.listen)")
+    tk.add_argument("--mic", action="store_true",
+                    help="speak: stream the microphone to an audio-mode pipeline")
+    tk.add_argument("--device", help="with --mic: input device name or number "
+                                     "(default: the system's default)")
+    tk.add_argument("--turns", type=int, metavar="N",
+                    help="with --mic: stop after N replies (default: until Ctrl-C)")
+    tk.set_defaults(func=cmd_talk)
+
     ls = sub.add_parser("list", help="pipelines, triggers and states")
     common(ls)
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--offline", action="store_true", help="do not ask a running daemon")
+    ls.add_argument("--tools", action="store_true",
+                    help="the tools llm steps may use (MCP servers are started to list theirs)")
     ls.set_defaults(func=cmd_list)
 
     rn = sub.add_parser("runs", help="the running daemon's run log, newest first")
@@ -197,6 +211,24 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_talk(args: argparse.Namespace) -> int:
+    from . import talk
+
+    s = _settings(args)
+    host = s.host if s.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    base = (args.url or f"http://{host}:{s.port}").rstrip("/")
+    try:
+        ep = talk.endpoint(base, args.name, s.token)
+        if args.mic or ep.mode == "audio":
+            device = int(args.device) if (args.device or "").isdigit() else args.device
+            return asyncio.run(talk.talk_mic(ep, sys.stdout, turns=args.turns, device=device))
+        prompt = "> " if sys.stdin.isatty() else None
+        return asyncio.run(talk.talk_text(ep, talk.lines_from(sys.stdin, prompt), sys.stdout))
+    except talk.TalkError as exc:
+        print(f"harkd: {exc}", file=sys.stderr)
+        return 69
+
+
 def _read_input(raw: str | None) -> Any:
     if raw is None:
         return None
@@ -245,6 +277,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .runtime import list_pipelines
 
     s = _settings(args)
+    if args.tools:
+        return _list_tools(s, args.json)
     source, items = asyncio.run(list_pipelines(s, offline=args.offline))
     if args.json:
         print(json.dumps({"source": source, "pipelines": items}, indent=2, default=str))
@@ -261,6 +295,25 @@ def cmd_list(args: argparse.Namespace) -> int:
         for e in p.get("errors") or []:
             print(f"{e['file']}:{e['line']}:{e['column']}: {e['message']}", file=sys.stderr)
     return 0
+
+
+def _list_tools(s: Any, as_json: bool) -> int:
+    from .tools import available
+    from .tools.mcp_client import list_tools
+
+    rows = [{"name": name, "source": "builtin" if t.fn.__module__.startswith("harkd.")
+             else "plugin", "description": t.description}
+            for name, t in sorted(available().items())]
+    rows += asyncio.run(list_tools(s))
+    if as_json:
+        print(json.dumps({"tools": rows}, indent=2))
+        return 0
+    table = [("NAME", "SOURCE", "DESCRIPTION")] + [
+        (r["name"], r["source"], r.get("error") or r["description"]) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(2)]
+    for r in table:
+        print(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}".rstrip())
+    return 1 if any("error" in r for r in rows) else 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
