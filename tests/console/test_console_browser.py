@@ -8,7 +8,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from conftest import Live, Page
+from .conftest import Live, Page
 
 
 def test_pipelines_page_shows_states_and_the_offending_line(page: Page, live: Live) -> None:
