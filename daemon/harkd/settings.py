@@ -123,8 +123,11 @@ def aliases(s: Settings) -> list[str]:
 
 def build_settings(s: Settings) -> dict[str, Any]:
     """What step and trigger builders may read while they compile a pipeline."""
+    mcp = s.extra.get("mcp")
+    servers = mcp.get("servers") if isinstance(mcp, Mapping) else None
     return {"listen": s.listen, "loopback": s.loopback, "max_body": s.max_body,
-            "aliases": aliases(s)}
+            "aliases": aliases(s),
+            "mcp_servers": sorted(servers) if isinstance(servers, Mapping) else []}
 
 
 def split_listen(listen: str) -> tuple[str, int]:

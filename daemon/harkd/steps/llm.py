@@ -31,12 +31,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ToolRef:
-    """A tool as the step names it: a registered tool, or a pipeline used as one."""
+    """A tool as the step names it: a registered tool, a pipeline used as one, or an MCP
+    server's tools (``mcp``: ``NAME`` or ``NAME/TOOL``)."""
 
     name: str
     pipeline: str | None = None
     description: str = ""
     parameters: Mapping[str, Any] | None = None
+    mcp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,9 @@ class LLMStep:
         from ..tools.loop import DEFAULT_ROUNDS, DEFAULT_TIMEOUT, run_loop
 
         conf = run.services.settings.extra.get("tools") or {}
-        tools = {t.name: _resolve(t) for t in self.tools}
+        tools = {t.name: _resolve(t) for t in self.tools if t.mcp is None}
+        if any(t.mcp is not None for t in self.tools):
+            await _add_mcp_tools(run, self.tools, tools, record)
         ctx = ToolContext(run.services, run, conf)
         rounds = self.max_tool_rounds or int(conf.get("max_rounds", DEFAULT_ROUNDS))
         timeout = self.tool_timeout or durations.seconds(conf.get("timeout", DEFAULT_TIMEOUT))
@@ -220,6 +224,34 @@ def _parse_json(text: str, validator: Any) -> tuple[Any, str | None]:
         where = "/".join(str(p) for p in error.absolute_path)
         return value, f"{error.message}" + (f" at /{where}" if where else "")
     return value, None
+
+
+async def _add_mcp_tools(run: Run, refs: tuple[ToolRef, ...], tools: dict[str, Tool],
+                         record: StepRecord) -> None:
+    """Add the MCP tools ``refs`` name to ``tools``. A server that cannot start is
+    recorded on the step; a named tool of it is offered as one that answers the error."""
+    from ..tools import Tool, ToolError
+    from ..tools.mcp_client import clients, split_ref
+
+    group = clients(run.services)
+    errors: list[str] = []
+    for ref in refs:
+        if ref.mcp is None:
+            continue
+        try:
+            tools.update(await group.tools(ref.mcp, tools))
+        except ToolError as exc:
+            message = str(exc)
+            errors.append(message)
+            _, only = split_ref(ref.mcp)
+            if only is not None:
+                async def failing(message: str = message, **_: Any) -> Any:
+                    raise ToolError(message)
+
+                tools[only] = Tool(only, f"(unavailable: {message})", {"type": "object"},
+                                   failing)
+    if errors:
+        record.detail["mcp_errors"] = errors
 
 
 def _resolve(ref: ToolRef) -> Tool:
@@ -275,8 +307,15 @@ def _build(params: dict[str, Any], b: Build) -> LLMStep:
             b.error("json_schema", f"not a valid JSON Schema: {exc.message}")
     refs: list[ToolRef] = []
     known = available()
+    mcp_servers = b.settings.get("mcp_servers")
     for i, item in enumerate(params.get("tools") or ()):
-        if isinstance(item, str):
+        if isinstance(item, str) and item.startswith("mcp:"):
+            server = item[4:].partition("/")[0]
+            if mcp_servers is not None and server not in mcp_servers:
+                b.error(f"tools/{i}", f"unknown MCP server {server!r} (harkd.yaml's "
+                        f"mcp.servers has {', '.join(mcp_servers) or 'none'})")
+            refs.append(ToolRef(item, mcp=item[4:]))
+        elif isinstance(item, str):
             if item not in known:
                 close = difflib.get_close_matches(item, list(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -348,7 +387,9 @@ PARAMS: dict[str, Any] = {
         "tools": {"type": "array", "description": "Tools the model may call.", "items": {
             "anyOf": [
                 {"type": "string", "description": "A registered tool: time, calculator, "
-                                                  "http_get, read_file, or a plugin's."},
+                                                  "http_get, read_file, or a plugin's; "
+                                                  "mcp:NAME (every tool of MCP server "
+                                                  "NAME) or mcp:NAME/TOOL."},
                 {"type": "object", "required": ["pipeline"], "additionalProperties": False,
                  "properties": {"pipeline": {"type": "string"}, "name": {"type": "string"},
                                 "description": {"type": "string"},

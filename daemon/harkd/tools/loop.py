@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("harkd.tools")
 
 MAX_RESULT = 16_000
+#: how much of a tool's arguments and result the run log keeps
+LOGGED = 500
 DEFAULT_ROUNDS = 5
 DEFAULT_TIMEOUT = 10.0
 
@@ -52,18 +54,25 @@ SCHEMA: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class ToolRun:
-    """One tool call the loop made, for the run log."""
+    """One tool call the loop made, for the run log (arguments and result cut to
+    ``LOGGED`` characters)."""
 
     name: str
     ok: bool
     duration: float
     error: str | None = None
+    arguments: str = ""
+    result: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"tool": self.name, "ok": self.ok,
                                "duration_ms": round(self.duration * 1000, 2)}
+        if self.arguments:
+            out["arguments"] = self.arguments[:LOGGED]
         if self.error:
             out["error"] = self.error
+        else:
+            out["result"] = self.result[:LOGGED]
         return out
 
 
@@ -115,7 +124,8 @@ async def _one(call: ToolCall, tools: Mapping[str, Tool], ctx: ToolContext,
         message = REDACTOR(message)
         log.warning("tool_failed", tool=call.name, error=message)
         return (json.dumps({"error": message}),
-                ToolRun(call.name, False, time.perf_counter() - t0, message))
+                ToolRun(call.name, False, time.perf_counter() - t0, message,
+                        REDACTOR(call.arguments or "")[:LOGGED]))
 
     t = tools.get(call.name)
     if t is None:
@@ -140,4 +150,5 @@ async def _one(call: ToolCall, tools: Mapping[str, Tool], ctx: ToolContext,
                                                              ensure_ascii=False)
     if len(text) > MAX_RESULT:
         text = text[:MAX_RESULT] + "\n[truncated]"
-    return text, ToolRun(call.name, True, time.perf_counter() - t0)
+    return text, ToolRun(call.name, True, time.perf_counter() - t0, None,
+                         REDACTOR(call.arguments or "")[:LOGGED], REDACTOR(text[:LOGGED]))
