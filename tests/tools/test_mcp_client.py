@@ -143,9 +143,9 @@ async def test_tools_and_arguments(scripted: MCPClients) -> None:
     tools = await scripted.tools("mcp:s")
     assert set(tools) == {"echo", "huge", "sleep", "die"}
     assert await tools["echo"].call({"text": "hi", "times": 2}, None) == "hi hi"
-    with pytest.raises(ToolError, match="bad arguments .*'text' is a required property"):
+    with pytest.raises(ToolError, match=r"bad arguments .*'text' is a required property"):
         await tools["echo"].call({}, None)
-    with pytest.raises(ToolError, match="bad arguments .*not of type 'integer' at /times"):
+    with pytest.raises(ToolError, match=r"bad arguments .*not of type 'integer' at /times"):
         await tools["echo"].call({"text": "a", "times": "two"}, None)
     with pytest.raises(ToolError, match="has no tool 'nope'"):
         await scripted.tools("mcp:s/nope")
