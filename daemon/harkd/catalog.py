@@ -4,23 +4,32 @@ Per file: load (read, parse, validate, compile), check routes, bind the trigger,
 one reference. An invalid edit never replaces a working version (``stale``); a new invalid
 file is ``rejected``. A route claimed twice rejects the second file, naming the first. Work
 is per file: reloading one of 1,000 files touches that one only.
+
+Long-lived triggers (a cron clock, a microphone, a satellite) run in the task group that
+:meth:`Catalog.running` opens, each started with ``TaskGroup.start()`` under a cancel
+scope of its own: binding waits for the trigger's ``started()``, a trigger that fails
+before it is rejected with its error and leaves no task behind, and one that fails later
+is logged (``trigger_failed``) without touching the other pipelines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import structlog
+from anyio.abc import TaskGroup, TaskStatus
 
 from .concurrency import Gate
 from .engine import Bound
-from .errors import ConfigError
+from .errors import ConfigError, HarkError
 from .loader import Loaded, digest, discover, load_file, pipeline_name
 from .services import Services
 from .settings import build_settings
@@ -30,6 +39,25 @@ log = structlog.get_logger("harkd.catalog")
 State = Literal["active", "stale", "rejected"]
 RESERVED = ("/api", "/v1", "/healthz", "/readyz", "/metrics", "/ui", "/")
 BIND_TIMEOUT = 30.0
+
+
+@dataclass
+class Serving:
+    """A long-lived trigger running in the catalog's task group."""
+
+    pipeline: str
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    async def stop(self) -> None:
+        """Cancel the trigger and wait until it has ended."""
+        self.scope.cancel()
+        await self.done.wait()
+
+
+class TriggerEnded(HarkError, RuntimeError):
+    """A trigger's ``serve`` returned without calling ``started()``. Raised by the catalog
+    while binding."""
 
 
 @dataclass
@@ -44,7 +72,7 @@ class Entry:
     version: int = 0
     loaded_at: float = 0.0
     digest: str = ""
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    task: Serving | None = field(default=None, repr=False)
     gate: Gate | None = field(default=None, repr=False)
 
     def describe(self) -> dict[str, Any]:
@@ -71,6 +99,18 @@ class Catalog:
         self.routes: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self.listeners: list[Callable[[Entry, str], None]] = []
+        self._group: TaskGroup | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Catalog]:
+        """The task group that long-lived triggers run in; leaving it stops them all."""
+        async with anyio.create_task_group() as group:
+            self._group = group
+            try:
+                yield self
+            finally:
+                self._group = None
+                group.cancel_scope.cancel()
 
     # -- lookups ---------------------------------------------------------------------
 
@@ -199,20 +239,15 @@ class Catalog:
         # one may need the same device. Its in-flight runs go on regardless.
         await _stop(entry.task)
         entry.task = None
-        started = asyncio.Event()
-        task = asyncio.create_task(pipeline.trigger.serve(bound, started.set),
-                                   name=f"trigger:{entry.name}")
-        waiter = asyncio.create_task(started.wait())
-        await asyncio.wait({task, waiter}, timeout=BIND_TIMEOUT,
-                           return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if not started.is_set():
-            error = _task_error(task) or f"trigger did not start within {BIND_TIMEOUT:g}s"
-            await _stop(task)
+        try:
+            entry.task = await self._start(bound)
+        except Exception as exc:  # noqa: BLE001 - any failure to start rejects this file only
+            error = f"trigger did not start within {BIND_TIMEOUT:g}s" \
+                if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
             if entry.bound is not None:  # put the old version's long-lived trigger back
-                entry.task = _restart(entry.bound)
+                with contextlib.suppress(Exception):
+                    entry.task = await self._start(entry.bound)
             return [ConfigError(f"cannot bind trigger: {error}", loaded.at("/trigger"))]
-        entry.task = None if task.done() else task
 
         old = entry.bound
         for route in old.pipeline.trigger.routes if old else ():
@@ -257,6 +292,13 @@ class Catalog:
                 entry.digest = ""
                 await self.sync(Path(entry.file))
 
+    async def _start(self, bound: Bound) -> Serving:
+        if self._group is None:
+            raise RuntimeError("the catalog binds triggers only inside Catalog.running()")
+        with anyio.fail_after(BIND_TIMEOUT):
+            serving: Serving = await self._group.start(_serve, bound)
+        return serving
+
     async def close(self, timeout: float) -> bool:
         """Stop every long-lived trigger, then wait for in-flight runs."""
         for entry in self.entries.values():
@@ -286,24 +328,32 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
-def _task_error(task: asyncio.Task[None]) -> str | None:
-    if not task.done() or task.cancelled():
-        return None
-    exc = task.exception()
-    return f"{type(exc).__name__}: {exc}" if exc else "trigger ended at once"
+async def _serve(bound: Bound, *, task_status: TaskStatus[Serving]) -> None:
+    """Run one trigger; report ``started()`` through ``task_status``. A failure before it
+    is raised to the binder; a failure after it is logged and ends this trigger only."""
+    serving = Serving(bound.name)
+    started = False
 
+    def ready() -> None:
+        nonlocal started
+        if not started:
+            started = True
+            task_status.started(serving)
 
-def _restart(bound: Bound) -> asyncio.Task[None] | None:
-    return asyncio.create_task(bound.pipeline.trigger.serve(bound, lambda: None))
-
-
-async def _stop(task: asyncio.Task[None] | None) -> None:
-    if task is None or task.done():
-        return
-    task.cancel()
     try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    except Exception as exc:  # noqa: BLE001 - a trigger's failure while stopping is logged only
-        log.warning("trigger_stop_failed", error=f"{type(exc).__name__}: {exc}")
+        with serving.scope:
+            await bound.pipeline.trigger.serve(bound, ready)
+            if not started:
+                raise TriggerEnded("the trigger ended without starting")
+    except Exception as exc:
+        if not started:
+            raise
+        log.error("trigger_failed", pipeline=bound.name,
+                  error=f"{type(exc).__name__}: {exc}")
+    finally:
+        serving.done.set()
+
+
+async def _stop(serving: Serving | None) -> None:
+    if serving is not None:
+        await serving.stop()

@@ -11,17 +11,19 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import structlog
 from aiohttp import web
+from anyio.abc import TaskGroup, TaskStatus
 
 from . import __version__
 from . import settings as settings_mod
 from .catalog import Catalog
-from .errors import ConfigErrors, HarkError
+from .errors import ConfigErrors, HarkError, first_error
 from .notify import Notifier
 from .registry import Registry
 from .registry import default as default_registry
@@ -31,7 +33,7 @@ from .settings import Settings
 
 log = structlog.get_logger("harkd.daemon")
 
-EX_OK, EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_CONFIG = 0, 64, 66, 69, 78
+EX_OK, EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_SOFTWARE, EX_CONFIG = 0, 64, 66, 69, 70, 78
 EX_CANTCREAT = 73
 
 
@@ -65,6 +67,8 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.reloads = 0
         self.address: tuple[str, int] | None = None
+        #: what serve() returns: 0, or 70 when a component failed while running
+        self.exit_code = EX_OK
         #: functions that add routes to the app (admin API, gateway, metrics)
         self.extensions: list[Callable[[web.Application, Daemon], None]] = []
         from .metrics import Metrics
@@ -89,6 +93,12 @@ class Daemon:
         api.setup(app, self)
         gateway.setup(app, self)
         console.setup(app, self)
+        from . import mcp_server
+
+        mcp_server.setup(app, self)
+        from . import telemetry
+
+        telemetry.setup(app, self)
         app.router.add_get("/metrics", self.metrics.handle)
         app.on_shutdown.append(_close_websockets)
         for extend in self.extensions:
@@ -140,19 +150,46 @@ class Daemon:
             await runner.cleanup()
             raise StartupError(str(exc), EX_CANTCREAT) from None
         self.services.observers.append(self.runlog)
+        drained = False
+        try:
+            async with self.catalog.running(), anyio.create_task_group() as group:
+                try:
+                    await self._run(group, site, started)
+                finally:
+                    # Shutdown has one path, however serving ended: stop accepting, drain
+                    # the runs, then stop every component.
+                    log.info("daemon_stopping", timeout=s.shutdown_timeout)
+                    self.notifier.stopping()
+                    group.cancel_scope.cancel()  # the watcher, the watchdog
+                    with anyio.CancelScope(shield=True):
+                        await site.stop()  # stop accepting; in-flight requests go on
+                        drained = await self.catalog.close(s.shutdown_timeout)
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None  # the StartupError, not a group of one
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()
+                await self.services.aclose(timeout=s.shutdown_timeout)
+                if self.runlog is not None:
+                    await self.runlog.aclose()
+            self._remove_signals()
+            self.notifier.close()
+        log.info("daemon_stopped", drained=drained)
+        return self.exit_code
+
+    async def _run(self, group: TaskGroup, site: web.TCPSite,
+                   started: Callable[[tuple[str, int]], None] | None) -> None:
+        """Start the components in ``group``, load every pipeline, report ready, and wait
+        until told to stop. A component that fails to start raises :class:`StartupError`;
+        one that fails later is logged and stops the daemon (exit 70)."""
+        s = self.settings
         await self._join_cluster()
         sockets = getattr(site._server, "sockets", None) or []
         self.address = sockets[0].getsockname()[:2] if sockets else (s.host, s.port)
         self._install_signals()
         t0 = time.perf_counter()
-        live = asyncio.Event()
-        watcher = asyncio.create_task(self._watch(live), name="watcher")
         # Watching before loading, so no edit falls between the two.
-        waiting = asyncio.ensure_future(live.wait())
-        await asyncio.wait({waiting, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
-        if watcher.done() and watcher.exception() is not None:
-            log.error("watcher_failed", error=str(watcher.exception()))
+        await self._component(group, "watcher", self._watch)
         await self.catalog.scan()
         self.ready = True
         log.info("daemon_ready", listen=f"{self.address[0]}:{self.address[1]}",
@@ -162,25 +199,38 @@ class Daemon:
         self.catalog.listeners.append(lambda _e, _w: self.notifier.status(self.catalog.summary()))
         if started is not None:
             started(self.address)
+        await self._component(group, "watchdog", self._watchdog)
+        await self.stop_event.wait()
 
-        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+    async def _component(self, group: TaskGroup, name: str,
+                         fn: Callable[..., Awaitable[None]]) -> None:
+        """Start one long-lived part of the daemon in ``group`` and wait for its
+        ``task_status.started()``. Its failure is reported by name: before it started as a
+        StartupError, after it as ``component_failed`` and a stop with exit code 70."""
+
+        async def supervised(*, task_status: TaskStatus[None]) -> None:
+            running = False
+
+            def ready() -> None:
+                nonlocal running
+                running = True
+                task_status.started()
+
+            try:
+                await fn(ready)
+            except Exception as exc:
+                if not running:
+                    raise
+                log.error("component_failed", component=name,
+                          error=f"{type(exc).__name__}: {exc}")
+                self.exit_code = EX_SOFTWARE
+                self.stop()
+
         try:
-            await self.stop_event.wait()
-        finally:
-            log.info("daemon_stopping", timeout=s.shutdown_timeout)
-            self.notifier.stopping()
-            watcher.cancel()
-            watchdog.cancel()
-            await site.stop()  # stop accepting; in-flight requests go on
-            drained = await self.catalog.close(s.shutdown_timeout)
-            await runner.cleanup()
-            await self.services.aclose(timeout=s.shutdown_timeout)
-            if self.runlog is not None:
-                await self.runlog.aclose()
-            self._remove_signals()
-            log.info("daemon_stopped", drained=drained)
-            self.notifier.close()
-        return EX_OK
+            await group.start(supervised)
+        except Exception as exc:  # noqa: BLE001 - reported as the daemon's startup error
+            raise StartupError(f"{name} failed to start: {type(exc).__name__}: {exc}",
+                               EX_SOFTWARE) from None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -225,8 +275,8 @@ class Daemon:
         await self.services.swap_settings(new)
         log.info("config_reloaded", file=str(path))
 
-    async def _watch(self, live: asyncio.Event) -> None:
-        """Apply file changes until stopped; ``live`` is set once inotify watches the
+    async def _watch(self, live: Callable[[], None]) -> None:
+        """Apply file changes until stopped; ``live()`` is called once inotify watches the
         folder, so that the first load cannot miss an edit made right after it."""
         import watchfiles
 
@@ -240,7 +290,7 @@ class Daemon:
         # awatch sets up its watches synchronously, up to its first wait for changes.
         pending = asyncio.ensure_future(anext(batches))
         await asyncio.sleep(0)
-        live.set()
+        live()
         while True:
             try:
                 changes = await pending
@@ -257,7 +307,8 @@ class Daemon:
             except Exception:
                 log.exception("reload_failed")
 
-    async def _watchdog(self) -> None:
+    async def _watchdog(self, started: Callable[[], None]) -> None:
+        started()
         interval = self.notifier.watchdog_interval()
         if interval is None:
             return

@@ -130,3 +130,20 @@ class BackendError(HarkError, RuntimeError):
         self.message = message
         if retryable is not None:
             self.retryable = retryable
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real failure in an exception group (a cancellation only if there is
+    nothing else): what an anyio task group raised, as the one error it stands for."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending[:0] = exc.exceptions
+        else:
+            leaves.append(exc)
+    for exc in leaves:
+        if isinstance(exc, Exception):
+            return exc
+    return leaves[0] if leaves else group

@@ -33,10 +33,13 @@ async def loaded(settings: Settings) -> AsyncIterator[Catalog]:
     catalog = Catalog(services, settings.pipelines)
     services.catalog = catalog
     try:
-        await catalog.scan()
-        yield catalog
+        async with catalog.running():
+            try:
+                await catalog.scan()
+                yield catalog
+            finally:
+                await catalog.close(settings.shutdown_timeout)
     finally:
-        await catalog.close(settings.shutdown_timeout)
         await services.aclose()
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..engine import branch, recover, run_steps
-from ..errors import StepError
+from ..errors import StepError, first_error
 from ..pipeline import ON_ERROR_SCHEMA, STEPS_REF
 from ..registry import StepKind
 from ..streams import TextStream
@@ -53,23 +53,7 @@ async def _gather(count: int, limit: int, one: Callable[[int], Awaitable[None]])
             for _ in range(min(limit, count)):
                 tg.start_soon(worker)
     except BaseExceptionGroup as group:
-        raise _first(group) from None
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real failure in ``group`` (cancellations only if there is nothing else)."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            pending[:0] = exc.exceptions
-        else:
-            leaves.append(exc)
-    for exc in leaves:
-        if isinstance(exc, Exception):
-            return exc
-    return leaves[0] if leaves else group
+        raise first_error(group) from None
 
 
 def _type_name(value: Any) -> str:
