@@ -223,6 +223,9 @@ def config_schema() -> dict[str, Any]:
     from .tools.homeassistant import SCHEMA as HOMEASSISTANT
 
     props["homeassistant"] = HOMEASSISTANT
+    from .telemetry import SCHEMA as TELEMETRY
+
+    props["telemetry"] = TELEMETRY
     return {
         "$schema": DRAFT,
         "$id": BASE + "harkd.schema.json",
