@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PROTECTED = ("/api/", "/v1/")
+PROTECTED = ("/api/", "/v1/", "/mcp")
 #: the console's pages; a browser shows the token once and keeps it in this cookie
 CONSOLE = ("/ui/",)
 COOKIE = "harkd_token"

@@ -9,7 +9,7 @@ that knows the file and the positions of every value.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -168,6 +168,10 @@ class Pipeline:
     loaded_at: float = field(default_factory=time.time)
     #: the file's ``tests:`` as written (``harkd test`` runs them)
     tests: tuple[dict[str, Any], ...] = ()
+    #: ``mcp:`` as written: the pipeline is an MCP tool on ``/mcp`` (and a /v1 model)
+    mcp: Mapping[str, Any] | None = None
+    #: ``gateway: true``: the pipeline is the model ``pipeline/NAME`` on ``/v1``
+    gateway: bool = False
 
 
 @dataclass
@@ -285,6 +289,8 @@ def compile_pipeline(
         allow_cloud=bool(data.get("allow_cloud", True)),
         digest=digest,
         tests=tuple(data.get("tests") or ()),
+        mcp=data.get("mcp"),
+        gateway=bool(data.get("gateway", False)),
     )
 
 

@@ -18,6 +18,23 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 BASE = "https://harkd.dev/schemas/"
 
 
+#: a pipeline's ``mcp:`` block: it becomes a tool on harkd's own MCP server (/mcp)
+PIPELINE_MCP: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Offer this pipeline as a tool on harkd's MCP server (POST /mcp).",
+    "properties": {
+        "tool": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                 "description": "The tool's name (default: the pipeline's, - as _)."},
+        "description": {"type": "string", "description": "What the tool does, for the model."},
+        "input_schema": {"type": "object",
+                         "description": "JSON Schema of the arguments, which become the "
+                                        "run's input. Default: {input: string}, and the "
+                                        "input is that string."},
+    },
+}
+
+
 def pipeline_schema(registry: Registry) -> dict[str, Any]:
     step_props: dict[str, Any] = {
         name: kind.schema() for name, kind in sorted(registry.steps.items())
@@ -71,6 +88,10 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
                 "description": "false: LLM steps use only local deployments.",
             },
             "steps": {"$ref": "#/$defs/steps"},
+            "mcp": PIPELINE_MCP,
+            "gateway": {"type": "boolean", "default": False,
+                        "description": "true: also a model, pipeline/NAME, on the /v1 "
+                                       "gateway (an mcp: block implies it)."},
             "tests": {"type": "array", "items": TEST,
                       "description": "Examples that `harkd test` runs in-process."},
         },

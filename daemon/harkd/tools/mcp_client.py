@@ -329,11 +329,13 @@ def _transport(c: ServerConfig, errlog: Any) -> Any:
 
 @contextlib.asynccontextmanager
 async def _http_transport(c: ServerConfig) -> Any:
-    from mcp.client.streamable_http import streamablehttp_client
+    import httpx
+    from mcp.client.streamable_http import streamable_http_client
 
     assert c.url is not None
-    async with streamablehttp_client(c.url, headers=dict(c.headers) or None,
-                                     timeout=c.startup_timeout) as (read, write, _):
+    timeout = httpx.Timeout(max(c.startup_timeout, c.timeout), read=300.0)
+    async with httpx.AsyncClient(headers=dict(c.headers), timeout=timeout) as http, \
+            streamable_http_client(c.url, http_client=http) as (read, write, _):
         yield read, write
 
 
