@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import threading
 import urllib.request
 from collections.abc import Coroutine, Iterator
@@ -36,6 +37,9 @@ FILES = {
             "  - llm: {model: slow, prompt: '{{ input }}', stream: true}\n",
     "broken": "trigger: {http: {}}\nsteps:\n  - llm: {model: broken, prompt: hi}\n",
     "bad": "trigger: {http: {}}\nsteps:\n  - template: fine\n  - templat: x\n",
+    "talk": "trigger: {websocket: {mode: audio, audio: {vad: {silence: 400ms}}}}\n"
+            "steps:\n  - stt: {}\n  - template: 'you said {{ input }}'\n"
+            "  - tts: {engine: espeak}\n  - play: {}\n",
     "nested": "trigger: {http: {}}\nsteps:\n"
               "  - map: {over: '{{ input.items }}', concurrency: 1,\n"
               "          steps: [{template: '{{ input | upper }}'}]}\n"
@@ -132,6 +136,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         if not os.access(exe, os.X_OK):
             pytest.fail(f"{exe} is missing: scripts/setup installs chromium and "
                         "chromium-driver")
+    # What the fake microphone says (once) when the page asks for it: push-to-talk.
+    speech = tmp_path_factory.mktemp("speech") / "lights.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(speech),
+                    "Turn on the kitchen lights."], check=True, timeout=30)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless", "--no-sandbox", "--disable-gpu",
@@ -139,6 +147,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                 "--window-size=1280,900", "--use-fake-ui-for-media-stream",
                 "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={speech}%noloop",
                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

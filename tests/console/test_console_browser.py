@@ -4,6 +4,8 @@ in the browser's console (checked by the ``page`` fixture after each test)."""
 
 from __future__ import annotations
 
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
@@ -166,6 +168,32 @@ def test_push_to_talk_resamples_to_16khz_s16le(page: Page, live: Live) -> None:
     seconds = 20480 / 48000
     assert abs(result["crossings"] - 2 * 1000 * seconds) <= 3  # still a 1 kHz tone
     assert result["bytes"] == [0xFF, 0x3F, 0x00, 0x80]  # 16383, -32768 little-endian
+
+
+@pytest.mark.model
+def test_push_to_talk_sends_the_microphone_and_plays_the_reply(page: Page, live: Live) -> None:
+    page.open("/ui/pipelines/talk")
+    page.driver.execute_script("""
+        window.played = 0;
+        const start = AudioBufferSourceNode.prototype.start;
+        AudioBufferSourceNode.prototype.start = function (...args) {
+          window.played++;
+          return start.apply(this, args);
+        };""")
+    talk = page.driver.find_element(By.ID, "talk")
+    # Hold the button while the fake microphone says its sentence, then let go.
+    ActionChains(page.driver).click_and_hold(talk).pause(3.5).release().perform()
+    page.wait(lambda: page.text("#ptt-state") == "done", timeout=60)
+    heard = page.text("#ptt-out")
+    assert heard.startswith("you: ") and "kitchen lights" in heard.lower()
+    assert page.driver.execute_script("return window.played") > 0  # the reply was played
+    page.shot("push-to-talk")
+    run = live.call(live.d.daemon.runlog.query(pipeline="talk", limit=1))[0]
+    assert run["status"] == "ok" and run["trigger"] == "websocket"
+    page.open(f"/ui/runs/{run['id']}")
+    turn = page.text("#voice + dl")
+    assert "rule" in turn and "stt.stt_ms" in turn and "play.first_audio_ms" in turn
+    page.shot("voice-run")
 
 
 def test_run_page_of_an_unknown_run_is_a_plain_404(page: Page, live: Live) -> None:

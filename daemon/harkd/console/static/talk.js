@@ -134,15 +134,17 @@ function setup(box) {
     if (capture) return;
     button.setAttribute("aria-pressed", "true");
     stopPlayback();
+    player ??= new AudioContext();  // made while the user presses, so it may play
     try {
       const ws = await connect();
       if (socket?.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "interrupt" }));
-      const stream = await navigator.mediaDevices.getUserMedia({
-        audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
-      });
+      // The graph is ready before the microphone opens, so the first word is not lost.
       const context = new AudioContext();
       await context.audioWorklet.addModule(box.dataset.worklet);
       const node = new AudioWorkletNode(context, "harkd-capture");
+      const stream = await navigator.mediaDevices.getUserMedia({
+        audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
+      });
       const mute = context.createGain();
       mute.gain.value = 0;
       const resampler = new Resampler(context.sampleRate, RATE);
