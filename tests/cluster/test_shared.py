@@ -91,6 +91,31 @@ async def test_rpm_limit_holds_across_replicas(
         assert upstream.calls("m1") == 3  # each replica alone would have let 3 through
 
 
+async def test_rpm_taken_in_blocks_under_load_still_holds_exactly(
+        tmp_path: Path, redis_server: RedisServer, prefix: str,
+        upstream: ScriptedUpstream) -> None:
+    import asyncio
+
+    # rpm 400 over 2 replicas: busy replicas reserve up to 10 slots at a time.
+    async with replicas(tmp_path, redis_server, prefix, upstream, deployment="rpm: 400",
+                        router="queue_timeout: 200ms") as (a, b):
+        gate = asyncio.Semaphore(20)
+
+        async def one(i: int) -> int:
+            async with gate:
+                return (await chat((a, b)[i % 2], f"q{i}"))[0]
+
+        statuses = await asyncio.gather(*(one(i) for i in range(500)))
+        assert statuses.count(200) == 400 and statuses.count(429) == 100
+        assert upstream.calls("m1") == 400
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_server.url)
+        entries = int(await client.zcard(f"{prefix}:limit:m[0]=openai/m1:rpm"))
+        await client.aclose()
+        assert entries < 300  # blocks: far fewer Redis entries (round trips) than calls
+
+
 async def test_max_concurrent_counts_across_replicas(
         tmp_path: Path, redis_server: RedisServer, prefix: str,
         upstream: ScriptedUpstream) -> None:
@@ -102,6 +127,13 @@ async def test_max_concurrent_counts_across_replicas(
         results = await asyncio.gather(*(chat(d, f"q{i}") for i, d in enumerate([a, b] * 2)))
         assert [s for s, _ in results] == [200] * 4
         assert upstream.max_inflight["m1"] == 1
+        # Every slot was given back (not left to expire with its lease).
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_server.url)
+        active = f"{prefix}:limit:m[0]=openai/m1:active"
+        await wait_until(lambda: _zcard(client, active), timeout=5)
+        await client.aclose()
 
 
 async def test_one_replicas_failures_open_the_breaker_for_the_other(
@@ -132,3 +164,7 @@ async def test_response_cache_in_redis_is_shared(
         assert upstream.calls("m1") == 1
         assert (await chat(b, "another question"))[0] == 200
         assert upstream.calls("m1") == 2
+
+
+async def _zcard(client: Any, key: str) -> bool:
+    return int(await client.zcard(key)) == 0

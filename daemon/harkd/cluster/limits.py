@@ -1,7 +1,9 @@
 """Router state shared by the replicas: deployment limits and circuit breakers.
 
 :class:`SharedLimit` counts a deployment's ``max_concurrent``, ``rpm`` and ``tpm`` in Redis
-with one Lua script per call (Redis's clock, so replicas' clocks need not agree). A slot
+with one Lua script per call (Redis's clock, so replicas' clocks need not agree); a
+deployment limited by ``rpm`` alone takes its slots in blocks sized to the traffic, so a
+busy replica asks Redis about once per block rather than once per call. A slot
 taken for ``max_concurrent`` is a lease that expires ``timeout`` + 5 s after it was taken,
 so a killed replica cannot hold slots for ever. While Redis is down each replica enforces
 its share of each limit (the limit divided by the replicas last seen alive) locally.
@@ -14,9 +16,11 @@ them everywhere. Open breakers are also kept in a Redis hash, read on (re)connec
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .link import Cluster, Unavailable
@@ -70,6 +74,22 @@ end
 return 0
 """
 
+RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, want, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local used = 0
+for i = 1, #all, 2 do used = used + tonumber(string.match(all[i], '|(%-?%d+)$')) end
+local free = rpm - used
+if free <= 0 then return {0, tonumber(all[2]) + 60000 - now} end
+local got = math.min(want, free)
+redis.call('ZADD', KEYS[1], now, member .. '|' .. got)
+redis.call('PEXPIRE', KEYS[1], 61000)
+return {got, now}
+"""
+
 RELEASE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 local delta = tonumber(ARGV[2])
@@ -83,6 +103,21 @@ return 1
 """
 
 _ids = itertools.count()
+#: how long reserved ``rpm`` slots may wait for their calls (seconds); a call counted in
+#: Redis up to this much before it starts keeps the cluster within the limit
+VALID = 1.0
+#: at most this share of a deployment's ``rpm`` is reserved by one replica at once
+SHARE = 20
+
+
+@dataclass
+class _Block:
+    """``rpm`` slots reserved at once: counted in Redis as ``member|n`` at ``at``."""
+
+    member: str
+    at: int
+    left: int
+    until: float
 
 
 def dep_key(dep: Deployment) -> str:
@@ -101,11 +136,18 @@ class SharedLimit:
         self.lease_ms = int((dep.timeout + 5.0) * 1000)
         self._acquire = cluster.script("limit_acquire", ACQUIRE)
         self._release = cluster.script("limit_release", RELEASE)
+        self._reserve = cluster.script("limit_reserve", RESERVE)
+        #: ``rpm``-only deployments take slots in blocks (see :meth:`_from_stock`)
+        self.blocks = bool(dep.rpm) and not dep.max_concurrent and not dep.tpm
+        self._stock: collections.deque[_Block] = collections.deque()
+        self._recent: collections.deque[float] = collections.deque()
 
     async def acquire(self, tokens: int) -> tuple[float | None, str | None]:
         """``(0, lease)`` when a slot is taken; else ``(seconds to wait, None)``, with
         ``None`` seconds when only a finishing call can free a slot. Raises
         :class:`~harkd.cluster.link.Unavailable` when Redis is."""
+        if self.blocks:
+            return await self._from_stock()
         member = f"{self.cluster.replica}:{next(_ids)}"
         maxc, rpm, tpm = self.limits
         out = int(await self.cluster.run(lambda r: self._acquire(
@@ -116,11 +158,49 @@ class SharedLimit:
             return None, None
         return out / 1000.0, None
 
+    async def _from_stock(self) -> tuple[float | None, str | None]:
+        """An ``rpm`` slot from this replica's stock, reserving a block in Redis when it
+        is empty. A block is as large as the calls of the last second here (one when
+        traffic is light, so a slow trickle reserves nothing it does not use), at most
+        1/:data:`SHARE` of ``rpm`` per replica; slots not used within :data:`VALID` are
+        given back."""
+        now = time.monotonic()
+        recent = self._recent
+        recent.append(now)
+        while recent[0] < now - VALID:
+            recent.popleft()
+        while self._stock:
+            block = self._stock[0]
+            if block.left > 0 and now < block.until:
+                block.left -= 1
+                return 0.0, None
+            self._stock.popleft()
+            self._give_back(block)
+        rpm = self.limits[1]
+        want = max(1, min(len(recent), rpm // (SHARE * max(1, self.cluster.replicas))))
+        member = f"{self.cluster.replica}:{next(_ids)}"
+        got, at = await self.cluster.run(lambda r: self._reserve(
+            keys=self.keys[1:2], args=[rpm, want, member], client=r))
+        if int(got) == 0:
+            return int(at) / 1000.0, None
+        if int(got) > 1:
+            self._stock.append(_Block(member, int(at), int(got) - 1,
+                                      time.monotonic() + VALID))
+        return 0.0, None
+
+    def _give_back(self, block: _Block) -> None:
+        """Uncount a block's unused slots (at its time, so they expire together)."""
+        if block.left <= 0:
+            return
+        entry = f"{block.member}:back|{-block.left}"
+        key, at = self.keys[1], block.at
+        self.cluster.defer(lambda p: p.zadd(key, {entry: at}))
+
     def release(self, lease: str, estimated: int, actual: int | None) -> None:
         """Give the slot back and correct the token window (in the background)."""
         delta = 0 if actual is None or not self.limits[2] else actual - estimated
-        self.cluster.spawn(self.cluster.run(lambda r: self._release(
-            keys=self.keys, args=[lease, delta], client=r)))
+        self.cluster.defer(lambda p: self._release(keys=self.keys, args=[lease, delta],
+                                                   client=p))
 
 
 class SharedBreakers:

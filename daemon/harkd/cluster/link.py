@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -78,6 +79,8 @@ class Cluster:
         self._reconcilers: dict[str, Reconciler] = {}
         self._scripts: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._batch: list[Callable[[Any], Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._recovering = False
@@ -135,6 +138,32 @@ class Cluster:
         if script is None:
             script = self._scripts[name] = self.client.register_script(lua)
         return script
+
+    def defer(self, add: Callable[[Any], Any]) -> None:
+        """Queue a write nobody waits for (``add(pipeline)`` adds its commands): the
+        writes queued within one event-loop turn go in one round trip. While Redis is
+        down they are dropped (a limit slot then expires with its lease)."""
+        self._batch.append(add)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+            self._tasks.add(self._flusher)
+            self._flusher.add_done_callback(self._tasks.discard)
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the writes of this turn join
+        while self._batch:
+            batch, self._batch = self._batch, []
+
+            async def send(client: Any, batch: list[Callable[[Any], Any]] = batch) -> Any:
+                async with client.pipeline(transaction=False) as p:
+                    for add in batch:
+                        queued = add(p)
+                        if inspect.isawaitable(queued):  # a Lua script queues itself async
+                            await queued
+                    return await p.execute()
+
+            with contextlib.suppress(Unavailable):
+                await self.run(send)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a shared write in the background (a limit slot given back, a breaker
