@@ -37,7 +37,7 @@ from .settings import build_settings
 log = structlog.get_logger("harkd.catalog")
 
 State = Literal["active", "stale", "rejected"]
-RESERVED = ("/api", "/v1", "/healthz", "/readyz", "/metrics", "/ui", "/")
+RESERVED = ("/api", "/v1", "/healthz", "/readyz", "/metrics", "/ui", "/mcp", "/")
 BIND_TIMEOUT = 30.0
 
 

@@ -1,5 +1,6 @@
 """The router as an OpenAI-compatible gateway: ``POST /v1/chat/completions`` (plain and
-SSE-streamed, with tools) and ``GET /v1/models``, whose model names are the aliases.
+SSE-streamed, with tools) and ``GET /v1/models``, whose model names are the aliases (and
+``pipeline/NAME`` for pipelines that opt in: :mod:`harkd.gateway_pipelines`).
 
 Any OpenAI client pointed at ``http://HOST:PORT/v1`` gets harkd's fallbacks, retries and
 pooled backends. Tool calls are passed back to the client to run, as OpenAI does. The
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from . import gateway_pipelines
 from .errors import HarkError
 from .router import ChatRequest, ChatResponse, NoDeployment, Router, UnknownAlias
 from .secrets import REDACTOR
@@ -64,10 +66,14 @@ class Gateway:
 
     async def models(self, request: web.Request) -> web.Response:
         data = [_model(alias) for alias in self.router.aliases()]
+        data += [_model(name) for name in gateway_pipelines.offered(self.daemon)]
         return web.json_response({"object": "list", "data": data})
 
     async def model(self, request: web.Request) -> web.Response:
         alias = request.match_info["model"]
+        if alias.startswith(gateway_pipelines.PREFIX) and \
+                gateway_pipelines.find(self.daemon, alias) is not None:
+            return web.json_response(_model(alias))
         if alias not in self.router.aliases():
             return _failure(UnknownAlias(alias, self.router.aliases()))
         return web.json_response(_model(alias))
@@ -80,6 +86,14 @@ class Gateway:
             return openai_error(413, "request body is too large")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return openai_error(400, f"body is not valid JSON: {exc}")
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and model.startswith(gateway_pipelines.PREFIX):
+            bound = gateway_pipelines.find(self.daemon, model)
+            if bound is None:
+                return openai_error(404, f"no pipeline serves model {model!r} (pipelines "
+                                    "opt in with gateway: true or an mcp: block)",
+                                    code="model_not_found")
+            return await gateway_pipelines.chat(self.daemon, request, bound, model, body)
         try:
             req = _request(body, request.headers)
         except ValueError as exc:
