@@ -191,9 +191,37 @@ def test_push_to_talk_sends_the_microphone_and_plays_the_reply(page: Page, live:
     run = live.call(live.d.daemon.runlog.query(pipeline="talk", limit=1))[0]
     assert run["status"] == "ok" and run["trigger"] == "websocket"
     page.open(f"/ui/runs/{run['id']}")
-    turn = page.text("#voice + dl")
-    assert "rule" in turn and "stt.stt_ms" in turn and "play.first_audio_ms" in turn
+    turn = page.text("#voice ~ p")
+    assert "by silence" in turn and "after the last word" in turn
+    timings = page.text("#voice ~ table")
+    assert "stt: transcription" in timings and "play: first audio after the text" in timings
     page.shot("voice-run")
+
+
+def test_read_only_pages_work_without_javascript(page: Page, live: Live) -> None:
+    _, run_id, _ = live.post("/hooks/chain", {"name": "Grace"})
+    page.driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    try:
+        page.open("/ui/pipelines")
+        assert not page.driver.find_element(By.ID, "theme").is_displayed()  # no script ran
+        assert "- templat: x" in page.text("section.problem .excerpt .hit")
+        page.open("/ui/runs?pipeline=chain")
+        page.driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        assert "chain" in page.text("table.runs tbody")
+        page.open(f"/ui/runs/{run_id}")
+        assert len(page.all("ol.waterfall > li")) == 4
+        page.open("/ui/router")
+        assert "openai/m1" in page.text("#a-fast + table")
+        page.shot("runs-no-js")
+    finally:
+        page.driver.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": False})
+
+
+def test_runs_page_shows_new_runs_live(page: Page, live: Live) -> None:
+    page.open("/ui/runs?pipeline=echo")
+    before = len(page.all("table.runs tbody tr"))
+    live.post("/hooks/echo", {"name": "live"})
+    page.wait(lambda: len(page.all("table.runs tbody tr")) == before + 1)
 
 
 def test_run_page_of_an_unknown_run_is_a_plain_404(page: Page, live: Live) -> None:

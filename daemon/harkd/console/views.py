@@ -205,21 +205,37 @@ def llm_calls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if r["kind"] == "llm" and isinstance(r["detail"], dict)]
 
 
+#: what a voice step records, as a person reads it: (detail key, label, unit)
+VOICE_TIMINGS = (("audio_seconds", "audio heard", "s"), ("stt_ms", "transcription", "ms"),
+                 ("first_audio_ms", "first audio after the text", "ms"),
+                 ("seconds", "reply spoken", "s"), ("interrupted", "interrupted", ""))
+
+
 def voice_turn(record: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The trace of a voice turn (how the utterance was cut) with the speech timings."""
+    """The trace of a voice turn (how the utterance was cut, as bars over the turn's
+    length) and the speech steps' timings."""
     trigger = record.get("trigger_data")
     turn = trigger.get("turn") if isinstance(trigger, dict) else None
-    timings: dict[str, Any] = {}
+    timings: list[tuple[str, str, Any, str]] = []
     for r in rows:
         d = r["detail"] if isinstance(r["detail"], dict) else {}
         if turn is None and isinstance(d.get("turn"), dict):
             turn = d["turn"]
-        for key in ("audio_seconds", "stt_ms", "first_audio_ms", "seconds", "interrupted"):
-            if key in d:
-                timings[f"{r['kind']}.{key}"] = d[key]
+        timings += [(r["path"], f"{r['kind']}: {label}", d[key], unit)
+                    for key, label, unit in VOICE_TIMINGS if key in d]
     if turn is None and not timings:
         return None
-    return {"trace": turn or {}, "timings": timings}
+    trace = turn or {}
+    bars: dict[str, tuple[float, float]] = {}
+    try:
+        end = float(trace["ended"]) or 1.0
+        start, stop = float(trace["speech_start"]), float(trace["speech_end"])
+        bars = {"speech": (start / end * 100, (stop - start) / end * 100),
+                "waited": (stop / end * 100, (end - stop) / end * 100)}
+    except (KeyError, TypeError, ValueError):
+        pass
+    return {"trace": trace, "bars": {k: (round(a, 2), round(b, 2)) for k, (a, b) in
+                                     bars.items()}, "timings": timings}
 
 
 async def run(request: web.Request) -> web.Response:
