@@ -97,6 +97,29 @@ async def test_api_router_reports_health_breakers_and_errors(tmp_path: Path) -> 
         assert error["deployment"] == "openai/x" and "unreachable" in error["error"]
 
 
+async def test_run_page_lists_llm_fallbacks_and_each_attempt(tmp_path: Path) -> None:
+    from harkd.testing_upstream import Reply, ScriptedUpstream
+
+    async with ScriptedUpstream() as up:
+        up.plan("m1", Reply(status=500))
+        config = (f"models:\n  smart:\n    - {{model: openai/m1, api_base: '{up.v1}'}}\n"
+                  f"    - {{model: openai/m2, api_base: '{up.v1}'}}\n"
+                  "router: {retries: 0}\n")
+        pipe = "trigger: {http: {}}\nsteps:\n  - llm: {model: smart, prompt: hi}\n"
+        async with run_daemon(tmp_path, {"ask": pipe}, config=config) as d:
+            async with d.http.post(d.url("/hooks/ask")) as r:
+                assert await r.text() == "echo: hi"
+                run_id = r.headers["X-Harkd-Run-Id"]
+            async with d.http.get(d.url(f"/ui/runs/{run_id}")) as r:
+                html = await r.text()
+    calls = html[html.index('id="llm"'):]
+    row = calls[:calls.index("</tr>", calls.index("<tbody>"))]
+    assert "openai/m2" in row and '<td class="num">1</td>' in row  # one fallback
+    attempts = calls[calls.index('class="attempts"'):calls.index("</ol>")]
+    assert attempts.index("openai/m1") < attempts.index("openai/m2")
+    assert "error" in attempts and "ok" in attempts
+
+
 async def test_api_run_streams_server_sent_events(tmp_path: Path) -> None:
     async with run_daemon(tmp_path, {"ok": OK}) as d:
         async with d.http.post(d.url("/api/pipelines/ok/run"), json={"input": {"n": 3}},
