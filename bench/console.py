@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import os
 import statistics
 import tempfile
 import time
@@ -123,7 +124,8 @@ def main() -> None:
             results = {path: asyncio.run(measure(d.base, path, args.repeats))
                        for path, _ in pages}
     print(f"\nserver and client time per page, {args.repeats} requests each, "
-          f"{args.runs:,} runs in the log (ms)")
+          f"{args.runs:,} runs in the log (ms); {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.2f}")
     print(f"{'page':<42} {'server med':>10} {'p95':>7} {'client med':>10} {'p95':>7}")
     for path, label in pages:
         r = results[path]
