@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,23 @@ async def test_harkd_uses_its_own_mcp_server_over_http(daemon: DaemonHandle) -> 
         assert await tools["shout"].call({"text": "loop"}, None) == "LOOP!"
     finally:
         await group.aclose()
+
+
+def test_a_daemon_nobody_asks_never_imports_mcp(tmp_path: Path) -> None:
+    """Opted-in pipelines, webhooks and /v1/models work without importing mcp or litellm."""
+    code = f"""
+import asyncio, pathlib, sys
+from harkd.testing import run_daemon
+PLAIN = "trigger: {{http: {{}}}}\\nsteps:\\n  - template: hi\\n"
+FILES = {{"a": PLAIN, "b": "mcp: {{}}\\ngateway: true\\n" + PLAIN}}
+async def main():
+    async with run_daemon(pathlib.Path({str(tmp_path)!r}), FILES) as d:
+        async with d.http.post(d.url("/hooks/a"), json={{}}) as r:
+            assert r.status == 200
+        async with d.http.get(d.url("/v1/models")) as r:
+            assert "pipeline/b" in await r.text()
+    print(sorted(m for m in ("mcp", "litellm") if m in sys.modules))
+asyncio.run(main())
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
