@@ -9,13 +9,13 @@ logging the wall time at which the last chunk of speech left it. Its ``--snd-com
 the ``snd`` mode, which the satellite starts for each reply: it writes the reply's PCM to
 ``replies/NNN.raw`` and the wall time of the first audio to ``replies/NNN.json``.
 
-The two modes use only the standard library and run with ``python -S`` so that the
-satellite's speaker starts as fast as a real one (``aplay``) would.
+The two modes live in :mod:`harkd.satellite_io`, a script that imports almost nothing and
+runs with ``python -S``, so that the satellite's speaker starts about as fast as a real
+one (``aplay``) would.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -27,79 +27,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-CHUNK_SAMPLES = 1024
-MIC_RATE = 16000
 SND_RATE = 22050
-
-
-def _mic(queue: Path, log: Path, rate: int, samples: int) -> None:
-    out = sys.stdout.buffer
-    size = samples * 2
-    chunk_seconds = samples / rate
-    pending = b""
-    current = ""
-    t0 = time.monotonic()
-    n = 0
-    while True:
-        if not pending:
-            ready = sorted(p for p in queue.glob("*.raw"))
-            if ready:
-                pending = ready[0].read_bytes()
-                current = ready[0].stem
-                ready[0].unlink()
-        block, pending = (pending[:size], pending[size:]) if pending else (b"", b"")
-        last = bool(block) and not pending
-        block = block.ljust(size, b"\0")
-        n += 1
-        # A real microphone hands over a chunk once it has been heard: at its end.
-        delay = t0 + n * chunk_seconds - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        try:
-            out.write(block)
-            out.flush()
-        except BrokenPipeError:
-            return
-        if last:
-            with log.open("a") as f:
-                f.write(json.dumps({"utterance": current, "end": time.time()}) + "\n")
-
-
-def _snd(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    number = len(list(folder.glob("*.json"))) + len(list(folder.glob("*.part")))
-    name = f"{number:03d}"
-    marker = folder / f"{name}.part"
-    marker.write_text("")
-    first = None
-    size = 0
-    with (folder / f"{name}.raw").open("wb") as f:
-        while chunk := os.read(0, 65536):
-            if first is None:
-                first = time.time()
-            f.write(chunk)
-            f.flush()
-            size += len(chunk)
-    (folder / f"{name}.json").write_text(json.dumps({"first": first, "end": time.time(),
-                                                     "bytes": size, "rate": SND_RATE}))
-    marker.unlink()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    sub = parser.add_subparsers(dest="mode", required=True)
-    mic = sub.add_parser("mic")
-    mic.add_argument("--queue", type=Path, required=True)
-    mic.add_argument("--log", type=Path, required=True)
-    mic.add_argument("--rate", type=int, default=MIC_RATE)
-    mic.add_argument("--samples", type=int, default=CHUNK_SAMPLES)
-    snd = sub.add_parser("snd")
-    snd.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    if args.mode == "mic":
-        _mic(args.queue, args.log, args.rate, args.samples)
-    else:
-        _snd(args.out)
+IO_SCRIPT = Path(__file__).with_name("satellite_io.py")
 
 
 @dataclass
@@ -166,9 +95,9 @@ async def run_satellite(folder: Path, name: str = "Kitchen",
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "mic").mkdir(exist_ok=True)
     port = port or _free_port()
-    me = [sys.executable, "-S", str(Path(__file__).resolve())]
-    mic = [*me, "mic", "--queue", str(folder / "mic"), "--log", str(folder / "mic.log")]
-    snd = [*me, "snd", "--out", str(folder / "replies")]
+    me = [sys.executable, "-S", str(IO_SCRIPT)]
+    mic = [*me, "mic", str(folder / "mic"), str(folder / "mic.log")]
+    snd = [*me, "snd", str(folder / "replies")]
     import shlex
 
     log = (folder / "satellite.log").open("ab")
@@ -200,7 +129,3 @@ async def run_satellite(folder: Path, name: str = "Kitchen",
                 process.kill()
                 await process.wait()
         log.close()
-
-
-if __name__ == "__main__":
-    main()

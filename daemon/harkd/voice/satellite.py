@@ -6,8 +6,9 @@ answers ``run-pipeline`` and streams its microphone as ``audio-chunk`` events (a
 time, or after its own wake word). The audio goes through a
 :class:`~harkd.voice.listen.Listener` (VAD endpointing, harkd's wake word when the
 trigger sets one, barge-in), each turn runs the pipeline, the transcript goes back as a
-``transcript`` event and the reply speech as ``audio-start``, ``audio-chunk``...,
-``audio-stop``, which the satellite plays on its speaker.
+``transcript`` event and the reply speech as ``audio-start`` (sent as the run starts,
+so the satellite's speaker is ready in time), ``audio-chunk``..., ``audio-stop``, which
+the satellite plays on its speaker.
 
 Each satellite has its own connection, listener and session (``trigger.session``), so
 several satellites can share one pipeline. A lost or refused connection is retried with
@@ -196,9 +197,18 @@ class Connection:
         self.bad_format = False
         trigger = {"kind": "satellite", "satellite": link.uri, "name": link.name,
                    "session": f"satellite:{link.name}"}
+        self.out: SatelliteOut | None = None
         self.listener = Listener(link.bound, link.config.listen, trigger, emit=self.emit,
-                                 audio_out=lambda: SatelliteOut(self.send),
-                                 finished=self.finished)
+                                 audio_out=self._new_out, finished=self.finished)
+
+    def _new_out(self) -> SatelliteOut:
+        """The reply path of a run that starts now. The satellite's speaker is started
+        (``audio-start``) at once, so that it is ready while harkd transcribes and
+        thinks rather than after: a satellite starts its speaker program on
+        ``audio-start``, and that takes tens of milliseconds."""
+        self.out = SatelliteOut(self.send)
+        self._later(self.out.prime())
+        return self.out
 
     async def send(self, event: Event) -> None:
         if not self.writer.is_closing():
@@ -249,6 +259,9 @@ class Connection:
 
     async def finished(self, result: RunResult) -> None:
         self.link.turns += 1
+        out, self.out = self.out, None
+        if out is not None and not out.ended:  # primed, but the run spoke nothing
+            await out.end(False)
         if not result.ok:
             await self.send(Error(text=result.error or "run failed", code="run").event())
 
@@ -261,9 +274,18 @@ class SatelliteOut:
         self._send = send
         self._t0 = 0.0
         self._sent = 0.0
+        self.started = False
+        self.ended = False
+
+    async def prime(self, rate: int = 22050) -> None:
+        """Send ``audio-start`` ahead of the audio. Each chunk carries its own rate, which
+        the satellite converts from, so a guess of the rate does no harm."""
+        if not self.started:
+            self.started = True
+            await self._send(AudioStart(rate=rate, width=2, channels=1).event())
 
     async def begin(self, rate: int) -> None:
-        await self._send(AudioStart(rate=rate, width=2, channels=1).event())
+        await self.prime(rate)
         self._t0 = time.monotonic()
         self._sent = 0.0
 
@@ -284,4 +306,6 @@ class SatelliteOut:
             self._t0, self._sent = time.monotonic(), 0.0
 
     async def end(self, interrupted: bool) -> None:
-        await self._send(AudioStop().event())
+        if self.started and not self.ended:
+            self.ended = True
+            await self._send(AudioStop().event())
