@@ -14,6 +14,7 @@ expression's native value (a list stays a list), so
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jinja2
+from jinja2 import nodes
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ConfigError, Position, StepError
@@ -82,29 +85,51 @@ class Constant:
 
 @dataclass(frozen=True)
 class Template:
-    """A text template; renders to a string."""
+    """A text template; renders to a string. Compiled on first use (see :func:`text`)."""
 
     source: str
     where: str
-    compiled: jinja2.Template
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        return _guard(self.where, lambda: self.compiled.render(context))
+        return _guard(self.where, lambda: _compiled_template(self.source).render(context))
 
 
 @dataclass(frozen=True)
 class Expression:
-    """A Jinja expression; renders to its native value."""
+    """A Jinja expression; renders to its native value. Compiled on first use."""
 
     source: str
     where: str
-    compiled: Callable[..., Any]
+    body: str
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        value = _guard(self.where, lambda: self.compiled(**context))
+        value = _guard(self.where, lambda: _compiled_expression(self.body)(**context))
         if isinstance(value, jinja2.Undefined):
             _guard(self.where, lambda: str(value))
         return value
+
+
+# Loading parses (errors come with positions then); compiling to Python is seven times
+# dearer and waits for the first render, and a source is compiled once per process
+# however many pipelines and versions hold it.
+@functools.lru_cache(maxsize=8192)
+def _compiled_template(source: str) -> jinja2.Template:
+    return ENV.from_string(source)
+
+
+@functools.lru_cache(maxsize=8192)
+def _compiled_expression(body: str) -> Callable[..., Any]:
+    return ENV.compile_expression(body, False)
+
+
+def _check_names(node: nodes.Node) -> None:
+    """What Jinja would find only when compiling: filters and tests that do not exist."""
+    for found in node.find_all((nodes.Filter, nodes.Test)):
+        table = ENV.filters if isinstance(found, nodes.Filter) else ENV.tests
+        if found.name not in table:
+            what = "filter" if isinstance(found, nodes.Filter) else "test"
+            raise jinja2.TemplateAssertionError(f"No {what} named {found.name!r}.",
+                                                found.lineno)
 
 
 @dataclass(frozen=True)
@@ -151,19 +176,25 @@ def text(source: str, position: Position) -> Renderable:
     if single is not None:
         return expression(single.group("expr"), position)
     try:
-        return Template(source, position.pointer, ENV.from_string(source))
+        _check_names(ENV.parse(source))
     except jinja2.TemplateSyntaxError as exc:
         raise _syntax(exc, position) from None
+    return Template(source, position.pointer)
 
 
 def expression(source: str, position: Position) -> Renderable:
     """Compile an expression; ``{{ ... }}`` around it is allowed and ignored."""
     single = _SINGLE.match(source)
-    body = single.group("expr") if single else source
+    body = (single.group("expr") if single else source).strip()
     try:
-        return Expression(source, position.pointer, ENV.compile_expression(body.strip(), False))
+        parser = Parser(ENV, body, state="variable")
+        _check_names(parser.parse_expression())
+        if not parser.stream.eos:
+            raise jinja2.TemplateSyntaxError("chunk after expression",
+                                             parser.stream.current.lineno)
     except jinja2.TemplateSyntaxError as exc:
         raise _syntax(exc, position) from None
+    return Expression(source, position.pointer, body)
 
 
 def value(obj: Any, position: Callable[[str], Position], ptr: str) -> Renderable:
