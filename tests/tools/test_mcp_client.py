@@ -222,3 +222,26 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+async def test_a_reload_that_changes_mcp_restarts_the_servers() -> None:
+    from harkd.registry import default
+    from harkd.services import Services
+    from harkd.settings import Settings
+    from harkd.tools.mcp_client import clients
+
+    def settings(text: str) -> Settings:
+        ok = [sys.executable, SCRIPTED, "ok"]
+        return Settings(extra={"mcp": {"servers": {"s": {"command": ok, "env": {"V": text}}}}})
+
+    services = Services(settings("1"), default())
+    try:
+        first = clients(services)
+        await first.server("s").tools()
+        assert clients(services) is first, "unchanged settings: the same servers"
+        await services.swap_settings(settings("2"))
+        second = clients(services)
+        assert second is not first and second.server("s").config.env == {"V": "2"}
+        await wait_until(lambda: not first.server("s").running)
+    finally:
+        await services.aclose()

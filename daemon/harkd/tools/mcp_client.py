@@ -378,8 +378,10 @@ def result_text(result: Any) -> str:
 class MCPClients:
     """Every configured server of one daemon, shared by all pipelines."""
 
-    def __init__(self, configs: Mapping[str, ServerConfig]) -> None:
+    def __init__(self, configs: Mapping[str, ServerConfig], source: Any = None) -> None:
         self.servers = {name: MCPServer(c) for name, c in configs.items()}
+        #: the ``mcp:`` section these were built from (a reload compares it)
+        self.source = source
 
     def server(self, name: str) -> MCPServer:
         found = self.servers.get(name)
@@ -422,11 +424,14 @@ def as_tool(server: MCPServer, spec: Any, exposed: str) -> Tool:
 
 
 def clients(services: Services) -> MCPClients:
-    """The daemon's MCP clients (built from its settings on first use)."""
+    """The daemon's MCP clients, built from its settings on first use and again when a
+    reload changed ``mcp:`` (the old servers are then stopped)."""
+    raw = services.settings.extra.get("mcp")
     found: MCPClients | None = services.shared.get(SHARED_KEY)
-    if found is None:
-        found = services.shared[SHARED_KEY] = MCPClients(
-            parse(services.settings.extra.get("mcp")))
+    if found is None or found.source != raw:
+        if found is not None:
+            services.spawn(found.aclose())
+        found = services.shared[SHARED_KEY] = MCPClients(parse(raw), raw)
     return found
 
 
