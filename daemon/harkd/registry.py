@@ -109,6 +109,7 @@ class Registry:
         """Every installed kind; with ``only``, just those of that distribution (``harkd``
         for the built-ins, as the committed schemas hold)."""
         registry = cls()
+        versions: dict[str, str] = {}  # reading a distribution's metadata is not free
         for group, expected in ((STEP_GROUP, StepKind), (TRIGGER_GROUP, TriggerKind)):
             for ep in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
                 dist = ep.dist.name if ep.dist is not None else "?"
@@ -123,7 +124,9 @@ class Registry:
                     registry._problem(group, ep.name, ep.value,
                                       f"is not a {expected.__name__} named {ep.name!r}")
                     continue
-                version = ep.dist.version if ep.dist is not None else "?"
+                if dist not in versions:
+                    versions[dist] = ep.dist.version if ep.dist is not None else "?"
+                version = versions[dist]
                 registry.add(kind, origin=f"{dist} {version}")
         return registry
 
