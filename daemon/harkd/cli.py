@@ -305,15 +305,16 @@ def _list_tools(s: Any, as_json: bool) -> int:
              else "plugin", "description": t.description}
             for name, t in sorted(available().items())]
     rows += asyncio.run(list_tools(s))
+    failed = 1 if any("error" in r for r in rows) else 0
     if as_json:
         print(json.dumps({"tools": rows}, indent=2))
-        return 0
+        return failed
     table = [("NAME", "SOURCE", "DESCRIPTION")] + [
         (r["name"], r["source"], r.get("error") or r["description"]) for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(2)]
     for r in table:
         print(f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2]}".rstrip())
-    return 1 if any("error" in r for r in rows) else 0
+    return failed
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

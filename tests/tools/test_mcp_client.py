@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -245,3 +246,20 @@ async def test_a_reload_that_changes_mcp_restarts_the_servers() -> None:
         await wait_until(lambda: not first.server("s").running)
     finally:
         await services.aclose()
+
+
+def test_harkd_list_tools(tmp_path: Path) -> None:
+    (tmp_path / "harkd.yaml").write_text(
+        f"mcp:\n  servers:\n    time: {{command: {json.dumps(list(TIME))}}}\n"
+        "    gone: {command: [/bin/sh, -c, 'echo boom >&2; exit 3']}\n")
+    r = subprocess.run([sys.executable, "-m", "harkd", "list", "--tools", "--json",
+                        "--config", str(tmp_path / "harkd.yaml")],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    listed = json.loads(r.stdout)["tools"]
+    rows = {row["source"]: row for row in listed}
+    assert {"mcp:time/get_current_time", "mcp:time/convert_time"} <= set(rows)
+    assert rows["mcp:time/get_current_time"]["name"] == "get_current_time"
+    assert "exited at start" in rows["mcp:gone"]["error"]
+    assert {"name": "calculator", "source": "builtin"}.items() <= next(
+        row for row in listed if row["name"] == "calculator").items()
+    assert r.returncode == 1, "a server that fails makes the listing fail"
