@@ -83,3 +83,35 @@ async def test_redis_killed_and_restarted_mid_load_loses_no_request(
     downs = [e for e in logs if e["event"] == "cluster_redis_down"]
     assert sorted(e["replica"] for e in downs) == ["a", "b"]  # once per replica
     assert {e["replica"] for e in logs if e["event"] == "cluster_redis_back"} == {"a", "b"}
+
+
+async def test_a_hung_redis_is_slow_and_requests_do_not_wait_for_it(
+        tmp_path: Path, own_redis: RedisServer, prefix: str,
+        upstream: ScriptedUpstream) -> None:
+    import os
+    import signal
+
+    assert own_redis.proc is not None
+    async with run_daemon(tmp_path / "a", {"chat": CHAT},
+                          config=cluster_config(own_redis.url, prefix, "a", upstream,
+                                                deployment="max_concurrent: 5")) as a:
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)  # accepts, never answers
+        try:
+            for i in range(20):
+                async with a.http.post(a.url("/hooks/chat"),
+                                       json={"user": "s", "text": f"t{i}"}) as resp:
+                    assert resp.status == 200
+            assert await health(a) == "slow"
+            async with a.http.get(a.url("/readyz")) as resp:
+                detail = (await resp.json())["cluster"]
+            assert detail["serving"] == "local state" and "within" in detail["error"]
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+
+        async def up() -> bool:
+            return await health(a) == "up"
+
+        await wait_until(up, timeout=20)
+        async with a.http.get(a.url("/metrics")) as resp:
+            text = await resp.text()
+        assert 'harkd_cluster_redis_outages_total{replica="a"} 1.0' in text
