@@ -13,6 +13,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -61,7 +62,7 @@ def _token_middleware(daemon: Daemon) -> Any:
                 supplied, by_cookie = request.cookies[COOKIE], True
             if not hmac.compare_digest(supplied.encode(), token.encode()):
                 if console and request.method == "GET":
-                    raise web.HTTPSeeOther(f"/ui/login?next={request.path_qs}")
+                    raise web.HTTPSeeOther("/ui/login?" + urlencode({"next": request.path_qs}))
                 return error_response(401, "missing or invalid bearer token",
                                       headers={"WWW-Authenticate": "Bearer"})
             if by_cookie and request.method not in ("GET", "HEAD") and not same_origin(request):

@@ -58,7 +58,8 @@ class LogTail:
             try:
                 loop.call_soon_threadsafe(ready.set)
             except RuntimeError:  # that loop is closed
-                self._waiters.discard((loop, ready))
+                with self._lock:
+                    self._waiters.discard((loop, ready))
         return event
 
     def since(self, seq: int) -> list[dict[str, Any]]:
@@ -70,7 +71,8 @@ class LogTail:
         """Lines after ``seq``; waits up to ``timeout`` seconds for one if there are none."""
         ready = asyncio.Event()
         key = (asyncio.get_running_loop(), ready)
-        self._waiters.add(key)
+        with self._lock:
+            self._waiters.add(key)
         try:
             lines = self.since(seq)
             if not lines:
@@ -81,7 +83,8 @@ class LogTail:
                 lines = self.since(seq)
             return lines
         finally:
-            self._waiters.discard(key)
+            with self._lock:
+                self._waiters.discard(key)
 
 
 #: the log lines of this process, for the console's live log

@@ -192,10 +192,30 @@ class Page:
         return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(
             lambda d: predicate())
 
-    def text(self, css: str) -> str:
-        from selenium.webdriver.common.by import By
+    # Live regions are swapped while a test reads them, so reads go through one script
+    # call each (a snapshot) rather than element handles that may go stale.
 
-        return str(self.driver.find_element(By.CSS_SELECTOR, css).text)
+    def text(self, css: str) -> str:
+        """The rendered text of the first element matching ``css``."""
+        text = self.driver.execute_script(
+            "const e = document.querySelector(arguments[0]); return e && e.innerText;", css)
+        if text is None:
+            raise AssertionError(f"nothing matches {css!r} on {self.driver.current_url}")
+        return str(text)
+
+    def texts(self, css: str) -> list[str]:
+        return list(self.driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText);",
+            css))
+
+    def attrs(self, css: str, name: str) -> list[str | None]:
+        return list(self.driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])]"
+            ".map((e) => e.getAttribute(arguments[1]));", css, name))
+
+    def count(self, css: str) -> int:
+        return int(self.driver.execute_script(
+            "return document.querySelectorAll(arguments[0]).length;", css))
 
     def all(self, css: str) -> list[Any]:
         from selenium.webdriver.common.by import By

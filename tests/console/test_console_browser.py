@@ -15,8 +15,7 @@ from .conftest import Live, Page
 
 def test_pipelines_page_shows_states_and_the_offending_line(page: Page, live: Live) -> None:
     page.open("/")
-    rows = {r.find_element(By.CSS_SELECTOR, "td a").text: r.text
-            for r in page.all("table.list tbody tr")}
+    rows = {row.split("\t")[0].strip(): row for row in page.texts("table.list tbody tr")}
     assert "active" in rows["echo"] and "http /hooks/echo" in rows["echo"]
     assert "rejected" in rows["bad"]
     problem = page.text("section.problem")
@@ -29,16 +28,16 @@ def test_pipelines_page_shows_states_and_the_offending_line(page: Page, live: Li
 
 def test_pipelines_page_updates_live_when_a_file_changes(page: Page, live: Live) -> None:
     page.open("/ui/pipelines")
-    assert not page.all("#p-fresh")
+    assert not page.count("#p-fresh")
     live.write("fresh", "trigger: {http: {}}\nsteps: [{template: new}]\n")
-    page.wait(lambda: page.all("#p-fresh"))
+    page.wait(lambda: page.count("#p-fresh"))
     assert "active" in page.text("#p-fresh")
     live.write("fresh", "trigger: {http: {}}\nsteps: [{templat: new}]\n")  # a bad edit
     page.wait(lambda: "stale" in page.text("#p-fresh"))
     assert "Still serving version 1" in page.text("#live")
     page.shot("pipelines-live")
     live.call(live.d.remove("fresh"))
-    page.wait(lambda: not page.all("#p-fresh"))
+    page.wait(lambda: not page.count("#p-fresh"))
 
 
 def test_runs_page_filters_and_a_run_shows_its_waterfall(page: Page, live: Live) -> None:
@@ -46,20 +45,19 @@ def test_runs_page_filters_and_a_run_shows_its_waterfall(page: Page, live: Live)
     assert status == 200 and body == "echo: Say hello to Ada"
     assert live.post("/hooks/broken", {})[0] == 502
     page.open("/ui/runs")
-    assert len(page.all("table.runs tbody tr")) >= 2
+    assert page.count("table.runs tbody tr") >= 2
     Select(page.driver.find_element(By.NAME, "status")).select_by_visible_text("error")
     page.wait(lambda: "status=error" in page.driver.current_url)
-    statuses = {r.text for r in page.all("table.runs tbody .badge")}
+    statuses = set(page.texts("table.runs tbody .badge"))
     assert statuses == {"error"}
     assert "broken" in page.text("table.runs tbody")
     page.shot("runs-filtered")
 
     page.open(f"/ui/runs/{run_id}")
-    steps = page.all("ol.waterfall > li")
-    assert [s.get_attribute("data-path") for s in steps] == ["0", "1", "2", "3"]
-    labels = [s.find_element(By.CSS_SELECTOR, ".kind").text for s in steps]
-    assert labels == ["set", "template", "log", "llm"]
-    assert "as prompt" in steps[1].text
+    assert page.attrs("ol.waterfall > li", "data-path") == ["0", "1", "2", "3"]
+    assert page.texts("ol.waterfall > li .kind") == ["set", "template", "log", "llm"]
+    assert "as prompt" in page.texts("ol.waterfall > li")[1]
+    steps = page.all("ol.waterfall > li")  # a run's page does not change: handles stay
     assert "Say hello to Ada" in page.text("#out + pre")
     llm = page.text("#llm + table")
     assert "openai/m1" in llm and "fast" in llm
@@ -73,7 +71,8 @@ def test_waterfall_indents_nested_steps(page: Page, live: Live) -> None:
     assert status == 200
     page.open(f"/ui/runs/{run_id}")
     steps = page.all("ol.waterfall > li")
-    paths = [(s.get_attribute("data-path"), s.get_attribute("data-depth")) for s in steps]
+    paths = list(zip(page.attrs("ol.waterfall > li", "data-path"),
+                     page.attrs("ol.waterfall > li", "data-depth"), strict=True))
     assert paths[:3] == [("0", "0"), ("0.map[0].0", "1"), ("0.map[1].0", "1")]
     assert ("1.parallel.b.1", "1") in paths and paths[3] == ("1", "0")
     indent = [s.find_element(By.CSS_SELECTOR, ".label").value_of_css_property("padding-left")
@@ -116,11 +115,11 @@ def test_try_it_streams_the_reply(page: Page, live: Live) -> None:
 def test_live_log_tails_lines_of_one_pipeline(page: Page, live: Live) -> None:
     page.open("/ui/logs?pipeline=broken&level=warning")
     page.wait(lambda: "live" in page.text("#log-state"))
-    before = len(page.all("#log .line"))
+    before = page.count("#log .line")
     live.post("/hooks/broken", {})
     live.post("/hooks/echo", {"name": "x"})  # another pipeline: filtered out
-    page.wait(lambda: len(page.all("#log .line")) > before)
-    lines = [e.text for e in page.all("#log .line")]
+    page.wait(lambda: page.count("#log .line") > before)
+    lines = page.texts("#log .line")
     assert any("run_failed" in t and "pipeline=broken" in t for t in lines)
     assert all("pipeline=broken" in t for t in lines)
     page.shot("logs")
@@ -209,7 +208,7 @@ def test_read_only_pages_work_without_javascript(page: Page, live: Live) -> None
         page.driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
         assert "chain" in page.text("table.runs tbody")
         page.open(f"/ui/runs/{run_id}")
-        assert len(page.all("ol.waterfall > li")) == 4
+        assert page.count("ol.waterfall > li") == 4
         page.open("/ui/router")
         assert "openai/m1" in page.text("#a-fast + table")
         page.shot("runs-no-js")
@@ -219,9 +218,9 @@ def test_read_only_pages_work_without_javascript(page: Page, live: Live) -> None
 
 def test_runs_page_shows_new_runs_live(page: Page, live: Live) -> None:
     page.open("/ui/runs?pipeline=echo")
-    before = len(page.all("table.runs tbody tr"))
+    before = page.count("table.runs tbody tr")
     live.post("/hooks/echo", {"name": "live"})
-    page.wait(lambda: len(page.all("table.runs tbody tr")) == before + 1)
+    page.wait(lambda: page.count("table.runs tbody tr") == before + 1)
 
 
 def test_run_page_of_an_unknown_run_is_a_plain_404(page: Page, live: Live) -> None:

@@ -27,9 +27,13 @@ async def test_the_console_needs_the_token_and_keeps_it_in_a_cookie(tmp_path: Pa
     async with run_daemon(tmp_path, {"ok": OK}, token=TOKEN) as handle, \
             aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         d = dataclasses.replace(handle, http=http)  # a jar that keeps cookies of 127.0.0.1
-        async with d.http.get(d.url("/ui/runs?status=ok"), allow_redirects=False) as r:
+        async with d.http.get(d.url("/ui/runs?status=ok&pipeline=ok"),
+                              allow_redirects=False) as r:
             assert r.status == 303
-            assert r.headers["Location"] == "/ui/login?next=/ui/runs?status=ok"
+            assert r.headers["Location"] == (
+                "/ui/login?next=/ui/runs?status%3Dok%26pipeline%3Dok")
+        async with d.http.get(d.url(r.headers["Location"])) as r:
+            assert 'value="/ui/runs?status=ok&amp;pipeline=ok"' in await r.text()
         async with d.http.get(d.url("/ui/static/console.css")) as r:
             assert r.status == 200  # the sign-in page needs its stylesheet
         async with d.http.get(d.url("/ui/events"), allow_redirects=False) as r:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -160,10 +161,10 @@ async def runs(request: web.Request) -> web.Response:
     found = found[:PAGE]
     names = sorted(set(daemon.catalog.entries) | ({pipeline} if pipeline else set()))
     filters = {"pipeline": pipeline or "", "status": status or "", "within": within or ""}
-    query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+    query = {k: v for k, v in filters.items() if v}
     return render(request, "runs.html", nav="runs", runs=found, names=names, filters=filters,
                   within=list(WITHIN), first_page=cursor is None,
-                  next_url=f"/ui/runs?{query}&cursor={found[-1]['seq']}".replace("?&", "?")
+                  next_url="/ui/runs?" + urlencode({**query, "cursor": found[-1]["seq"]})
                   if more else None)
 
 
