@@ -156,3 +156,74 @@ async def test_a_restarted_satellite_is_reconnected(
             sat.say(speech_pcm(speak, "turn on the kitchen lights"))
             _, reply = await reply_of(sat, 1)
             assert "kitchen" in models.transcribe(reply).lower()
+
+
+async def scripted_satellite(port: int, script: Any) -> asyncio.Server:
+    """A scripted stand-in for a satellite (for faults a real one does not make): it
+    answers describe with info, waits for run-satellite, then runs ``script(writer)``."""
+    from wyoming.event import async_read_event, async_write_event
+    from wyoming.info import Attribution, Info
+    from wyoming.info import Satellite as SatelliteInfo
+
+    info = Info(satellite=SatelliteInfo(name="Scripted", attribution=Attribution("t", ""),
+                                        installed=True, description=None, version=None))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while (event := await async_read_event(reader)) is not None:
+                if event.type == "describe":
+                    await async_write_event(info.event(), writer)
+                elif event.type == "run-satellite":
+                    await script(writer)
+                    break
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+async def test_faulty_satellites_are_logged_and_contained(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    from wyoming.audio import AudioChunk
+    from wyoming.event import async_write_event
+
+    speech = speech_pcm(speak, "turn on the kitchen lights")
+
+    async def half_then_gone(writer: asyncio.StreamWriter) -> None:
+        for i in range(0, len(speech) * 2 // 3, 2048):
+            await async_write_event(AudioChunk(rate=16000, width=2, channels=1,
+                                               audio=speech[i:i + 2048]).event(), writer)
+        await asyncio.sleep(0.2)
+
+    async def odd_rate(writer: asyncio.StreamWriter) -> None:
+        for _ in range(20):
+            await async_write_event(AudioChunk(rate=96000, width=2, channels=1,
+                                               audio=b"\1\0" * 1024).event(), writer)
+        await asyncio.sleep(0.5)
+
+    async def huge(writer: asyncio.StreamWriter) -> None:
+        writer.write(b'{"type": "audio-chunk", "payload_length": 50000000}\n')
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    ports = [free_port() for _ in range(3)]
+    servers = [await scripted_satellite(p, s)
+               for p, s in zip(ports, (half_then_gone, odd_rate, huge), strict=True)]
+    async with run_satellite(tmp_path / "ok") as good, run_daemon(tmp_path / "d") as d:
+        d.daemon.services.shared.update(models.shared())
+        uris = json.dumps([good.uri, *(f"tcp://127.0.0.1:{p}" for p in ports)])
+        with capture_logs() as logs:
+            await d.write("mixed", PIPELINE.format(uris=uris))
+            await streaming(d, "mixed", good)
+            await wait_until(lambda: {"satellite_bad_audio", "satellite_protocol_error"}
+                             <= {e["event"] for e in logs}, 30)
+            await wait_until(lambda: any(e["event"] == "satellite_disconnected"
+                                         and e.get("mid_utterance") for e in logs), 30)
+            good.say(speech_pcm(speak, "what time is it"))
+            _, reply = await reply_of(good, 1)
+        assert "time" in models.transcribe(reply).lower()
+        bad = [e for e in logs if e["event"] == "satellite_bad_audio"]
+        assert "unsupported sample rate 96000" in bad[0]["error"]
+        huge_errors = [e for e in logs if e["event"] == "satellite_protocol_error"]
+        assert "over the limit" in huge_errors[0]["error"]
+    for server in servers:
+        server.close()
