@@ -35,6 +35,8 @@ FILES = {
              "  - llm: {model: fast, prompt: '{{ vars.prompt }}'}\n",
     "chat": "trigger: {websocket: {}}\nsteps:\n"
             "  - llm: {model: slow, prompt: '{{ input }}', stream: true}\n",
+    "slowjob": "trigger: {http: {response: async}}\nsteps:\n"
+               "  - llm: {model: slower, prompt: '{{ input }}', stream: true}\n",
     "broken": "trigger: {http: {}}\nsteps:\n  - llm: {model: broken, prompt: hi}\n",
     "bad": "trigger: {http: {}}\nsteps:\n  - template: fine\n  - templat: x\n",
     "talk": "trigger: {websocket: {mode: audio, audio: {vad: {silence: 400ms}}}}\n"
@@ -51,6 +53,7 @@ def config(upstream: ScriptedUpstream) -> str:
     return (f"models:\n"
             f"  fast: [{{model: openai/m1, api_base: '{upstream.v1}'}}]\n"
             f"  slow: [{{model: openai/slow, api_base: '{upstream.v1}'}}]\n"
+            f"  slower: [{{model: openai/slower, api_base: '{upstream.v1}'}}]\n"
             f"  broken: [{{model: openai/dead, api_base: 'http://127.0.0.1:9/v1'}}]\n"
             f"router: {{retries: 0, failures: 1, cooldown: 10m}}\n")
 
@@ -80,6 +83,8 @@ class Live:
 
             self.upstream.default("slow", Reply(text="one two three four five six",
                                                 chunk_delay=0.15))
+            # long enough that a page opened at once sees the run still going
+            self.upstream.default("slower", Reply(text="a b c d e f", chunk_delay=0.5))
             self.d = await self.stack.enter_async_context(
                 run_daemon(self.root, FILES, config=config(self.upstream)))
 

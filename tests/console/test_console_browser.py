@@ -223,6 +223,15 @@ def test_runs_page_shows_new_runs_live(page: Page, live: Live) -> None:
     page.wait(lambda: page.count("table.runs tbody tr") == before + 1)
 
 
+def test_a_running_run_page_updates_when_the_run_ends(page: Page, live: Live) -> None:
+    status, run_id, _ = live.post("/hooks/slowjob", "go")
+    assert status == 202
+    page.open(f"/ui/runs/{run_id}")
+    assert page.text("h1 .badge") == "running"
+    page.wait(lambda: page.text("h1 .badge") == "ok")
+    assert page.text("#out + pre") == "a b c d e f"
+
+
 def test_run_page_of_an_unknown_run_is_a_plain_404(page: Page, live: Live) -> None:
     page.open("/ui/runs/nope")
     assert "No run with id 'nope'" in page.text("main")
