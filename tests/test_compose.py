@@ -73,3 +73,21 @@ async def test_async_run_and_stream(runtime: Runtime) -> None:
     assert await chain.arun("you", runtime=runtime) == "hi you"
     assert [c async for c in chain.astream("you", runtime=runtime)] == []
     await runtime.aclose()
+
+
+FLOW = (compose.map_("{{ input.words }}", compose.template("{{ input | upper }}"), concurrency=2)
+        | compose.parallel(joined=compose.template("{{ input | join(' ') }}"),
+                           count=compose.template("{{ input | length }}"))
+        | compose.switch(("input.count > 2", compose.template("long: {{ input.joined }}")),
+                         default=compose.template("short: {{ input.joined }}"))
+        | compose.http("http://127.0.0.1:9/never").retrying(attempts=2, delay="5ms")
+        .or_else(compose.template("{{ input.input }} ({{ input.step }} failed)")))
+
+
+def test_control_flow_composes_runs_and_round_trips(tmp_path: Path, runtime: Runtime) -> None:
+    assert FLOW.run({"words": ["a", "b", "c"]}, runtime=runtime) == "long: A B C (http failed)"
+    assert FLOW.run({"words": ["a"]}, runtime=runtime) == "short: A (http failed)"
+    path = tmp_path / "flow.yaml"
+    path.write_text(FLOW.to_yaml())
+    assert check([path]).ok
+    assert compose.load(path).to_data() == FLOW.to_data()

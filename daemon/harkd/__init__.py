@@ -24,7 +24,7 @@ _LAZY = {
     "Chain": "compose", "Step": "compose", "load": "compose", "step": "compose",
     "template": "compose", "set_": "compose", "log": "compose", "http": "compose",
     "pipeline": "compose", "llm": "compose", "stt": "compose", "tts": "compose",
-    "play": "compose",
+    "play": "compose", "map_": "compose", "parallel": "compose", "switch": "compose",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -36,6 +36,9 @@ class Step:
     params: Any = None
     name: str | None = None
     when: str | None = None
+    retry: Mapping[str, Any] | None = None
+    #: ``"continue"``, or the step items that handle a failure (YAML's ``on_error:``)
+    on_error: str | tuple[dict[str, Any], ...] | None = None
 
     def as_(self, name: str) -> Step:
         """Store this step's output in ``vars.NAME`` (YAML's ``as:``)."""
@@ -45,12 +48,28 @@ class Step:
         """Skip this step unless the expression is true (YAML's ``when:``)."""
         return replace(self, when=expression)
 
+    def retrying(self, attempts: int = 3, delay: str | float = "200ms",
+                 backoff: float = 2) -> Step:
+        """Run the step again when it fails (YAML's ``retry:``)."""
+        return replace(self, retry={"attempts": attempts, "delay": delay, "backoff": backoff})
+
+    def or_else(self, handler: Step | Chain | str) -> Step:
+        """When the step fails: ``"continue"``, or steps that handle the failure (YAML's
+        ``on_error:``; their input is ``{error, step, input}``)."""
+        return replace(self, on_error=handler if isinstance(handler, str)
+                       else tuple(_items(handler)))
+
     def item(self) -> dict[str, Any]:
         out: dict[str, Any] = {self.kind: self.params if self.params is not None else {}}
         if self.name:
             out["as"] = self.name
         if self.when:
             out["when"] = self.when
+        if self.retry:
+            out["retry"] = dict(self.retry)
+        if self.on_error:
+            out["on_error"] = self.on_error if isinstance(self.on_error, str) \
+                else list(self.on_error)
         return out
 
     def __or__(self, other: Step | Chain) -> Chain:
@@ -154,10 +173,15 @@ def load(source: str | Path) -> Chain:
     if loaded.pipeline is None:
         raise ConfigErrors(list(loaded.errors))
     data = yaml.safe_load(text)
+    from .pipeline import STEP_META
+
     steps = []
     for item in data["steps"]:
-        (kind,) = [k for k in item if k not in ("as", "when")]
-        steps.append(Step(kind, item[kind], item.get("as"), item.get("when")))
+        (kind,) = [k for k in item if k not in STEP_META]
+        on_error = item.get("on_error")
+        steps.append(Step(kind, item[kind], item.get("as"), item.get("when"), item.get("retry"),
+                          on_error if on_error is None or isinstance(on_error, str)
+                          else tuple(on_error)))
     options = {k: v for k, v in data.items() if k not in ("trigger", "steps")}
     return Chain(tuple(steps), data["trigger"], options)
 
@@ -205,3 +229,28 @@ def tts(**params: Any) -> Step:
 
 def play(**params: Any) -> Step:
     return Step("play", params)
+
+
+def _items(steps: Step | Chain) -> list[dict[str, Any]]:
+    return [s.item() for s in (steps.steps if isinstance(steps, Chain) else (steps,))]
+
+
+def map_(over: Any, steps: Step | Chain, concurrency: int | None = None) -> Step:
+    """Run ``steps`` once per item of ``over``; the output is the list of results."""
+    params: dict[str, Any] = {"over": over, "steps": _items(steps)}
+    if concurrency is not None:
+        params["concurrency"] = concurrency
+    return Step("map", params)
+
+
+def parallel(**branches: Step | Chain) -> Step:
+    """Run each named branch at once on the same input; the output maps names to outputs."""
+    return Step("parallel", {name: _items(b) for name, b in branches.items()})
+
+
+def switch(*cases: tuple[str, Step | Chain], default: Step | Chain | None = None) -> Step:
+    """Run the steps of the first ``(when, steps)`` case that is true, else ``default``."""
+    items: list[dict[str, Any]] = [{"when": when, "steps": _items(s)} for when, s in cases]
+    if default is not None:
+        items.append({"steps": _items(default)})
+    return Step("switch", items)
