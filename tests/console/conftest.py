@@ -113,8 +113,10 @@ class Live:
         self.call(self.d.write(name, text))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The daemon of the browser tests; harkd's log configuration (which feeds the log
+    tail) holds while they run and the previous one comes back after."""
     import structlog
 
     from harkd import logs
