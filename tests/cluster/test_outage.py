@@ -40,9 +40,9 @@ async def test_redis_killed_and_restarted_mid_load_loses_no_request(
             i += 1
             if i % 2:
                 req = d.http.post(d.url("/hooks/chat"), json={"user": f"w{n}", "text": f"t{i}"})
-            else:
+            else:  # the same few questions: the shared cache (memory while Redis is down)
                 req = d.http.post(d.url("/v1/chat/completions"), json={
-                    "model": "m", "messages": [{"role": "user", "content": f"g{n}-{i}"}]})
+                    "model": "m", "messages": [{"role": "user", "content": f"g{i % 5}"}]})
             async with req as resp:
                 await resp.read()
                 statuses.append(resp.status)
@@ -52,7 +52,8 @@ async def test_redis_killed_and_restarted_mid_load_loses_no_request(
             ds = [await stack.enter_async_context(run_daemon(
                 tmp_path / name, {"chat": CHAT},
                 config=cluster_config(own_redis.url, prefix, name, upstream,
-                                      deployment="rpm: 100000, max_concurrent: 50")))
+                                      deployment="rpm: 100000, max_concurrent: 50",
+                                      router="cache: {store: redis, aliases: [m]}")))
                 for name in ("a", "b")]
             a, b = ds
             workers = [asyncio.create_task(worker(n, ds)) for n in range(4)]

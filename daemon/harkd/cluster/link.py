@@ -100,6 +100,9 @@ class Cluster:
         self._monitor = asyncio.create_task(self._watch(), name="cluster-probe")
 
     async def aclose(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            # Slots given back at the last moment still reach Redis.
+            await asyncio.wait({self._flusher}, timeout=self.config.timeout * 2)
         for task in (self._monitor, self._listener, *self._tasks):
             if task is not None:
                 task.cancel()
@@ -231,7 +234,9 @@ class Cluster:
         replicas = self.key("replicas")
         window = 3 * self.config.probe + 1.0
         try:
-            async with asyncio.timeout(self.config.timeout * (1 if self.up else 4)):
+            # Back only when fast again; the first connect may take a handshake longer.
+            first = self.health == "connecting"
+            async with asyncio.timeout(self.config.timeout * (4 if first else 1)):
                 async with self.client.pipeline(transaction=False) as p:
                     p.zadd(replicas, {self.replica: now})
                     p.zremrangebyscore(replicas, "-inf", now - window)
