@@ -13,12 +13,12 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
-
 from ..secrets import REDACTOR
 from .errors import BackendFailed
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from .config import Deployment
     from .types import ChatRequest, Completion, Delta
 
@@ -48,6 +48,8 @@ class SessionPool:
     def get(self, base: str) -> aiohttp.ClientSession:
         session = self._sessions.get(base)
         if session is None or session.closed:
+            import aiohttp  # here, not at import: a router of test replies needs no client
+
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=512, limit_per_host=0,
                                                keepalive_timeout=60, ttl_dns_cache=300),
@@ -116,6 +118,8 @@ async def post(pool: SessionPool, dep: Deployment, base: str, path: str, data: b
                headers: Mapping[str, str]) -> bytes:
     """POST to ``base + path`` over the pooled session; the raw answer. HTTP errors and
     connection failures raise the router's :class:`BackendFailed`."""
+    import aiohttp
+
     try:
         async with pool.get(base).post(base + path, data=data, headers=dict(headers)) as resp:
             raw = await resp.read()
