@@ -221,6 +221,13 @@ def test_runs_page_shows_new_runs_live(page: Page, live: Live) -> None:
     before = page.count("table.runs tbody tr")
     live.post("/hooks/echo", {"name": "live"})
     page.wait(lambda: page.count("table.runs tbody tr") == before + 1)
+    # With the keyboard focus on a run's link the table waits, then catches up.
+    page.driver.find_element(By.CSS_SELECTOR, "table.runs tbody a").send_keys(Keys.NULL)
+    focused = page.driver.execute_script("return document.activeElement.outerHTML")
+    live.post("/hooks/echo", {"name": "later"})
+    page.driver.find_element(By.NAME, "pipeline").send_keys(Keys.NULL)  # focus moves out
+    page.wait(lambda: page.count("table.runs tbody tr") == before + 2)
+    assert "/ui/runs/" in focused
 
 
 def test_a_running_run_page_updates_when_the_run_ends(page: Page, live: Live) -> None:

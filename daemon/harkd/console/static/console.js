@@ -28,17 +28,15 @@ for (const select of document.querySelectorAll("form.filters select")) {
   select.addEventListener("change", () => select.form.requestSubmit());
 }
 
-/** Fetch this page again and swap in its live parts (keeps focus where it can). */
+/** Fetch this page again and swap in its live parts. */
 async function refresh(regions) {
   const response = await fetch(location.href, { headers: { Accept: "text/html" } });
   if (!response.ok) return;
   const doc = new DOMParser().parseFromString(await response.text(), "text/html");
-  const focused = document.activeElement?.id;
   for (const region of regions) {
     const fresh = doc.getElementById(region.id);
     if (fresh) region.replaceChildren(...fresh.childNodes);
   }
-  if (focused && document.activeElement === document.body) document.getElementById(focused)?.focus();
 }
 
 /** Run fn at most once a second, however many events come. */
@@ -53,13 +51,35 @@ function throttled(fn) {
 }
 
 // Regions with an id and data-live="pipeline run" (the events that change them) or "poll";
-// data-name limits the events to one pipeline's.
+// data-name limits the events to one pipeline's. While the keyboard focus is inside a
+// region it is left alone (swapping it would throw the focus away); it catches up as soon
+// as the focus leaves.
 const regions = [...document.querySelectorAll("[data-live][id]")];
 const kinds = new Set(regions.flatMap((r) => r.dataset.live.split(" ")));
+let pending = false;
+
+function focusInside() {
+  const active = document.activeElement;
+  return active && active !== document.body && regions.some((r) => r.contains(active));
+}
+
+const update = throttled(() => {
+  if (focusInside()) { pending = true; return; }
+  refresh(regions);
+});
+
+for (const region of regions) {
+  region.addEventListener("focusout", (e) => {
+    if (pending && !regions.some((r) => r.contains(e.relatedTarget))) {
+      pending = false;
+      update();
+    }
+  });
+}
+
 if (kinds.has("poll")) {
-  setInterval(() => { if (!document.hidden) refresh(regions); }, 5000);
+  setInterval(() => { if (!document.hidden) update(); }, 5000);
 } else if (kinds.size) {
-  const update = throttled(() => refresh(regions));
   const only = regions.find((r) => r.dataset.name)?.dataset.name;
   const events = new EventSource("/ui/events");
   for (const kind of kinds) {
