@@ -69,6 +69,14 @@ async def test_the_console_needs_the_token_and_keeps_it_in_a_cookie(tmp_path: Pa
             assert r.status == 401
 
 
+async def test_error_excerpts_redact_secrets(tmp_path: Path) -> None:
+    bad = f"trigger: {{http: {{}}}}\nsteps:\n  - templat: {TOKEN}\n"
+    async with run_daemon(tmp_path, {"bad": bad}, token=TOKEN) as d:
+        async with d.http.get(d.url("/"), headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            html = await r.text()
+    assert "- templat: " in html and TOKEN not in html
+
+
 async def test_api_router_reports_health_breakers_and_errors(tmp_path: Path) -> None:
     config = ("models:\n  dead: [{model: openai/x, api_base: 'http://127.0.0.1:9/v1'}]\n"
               "router: {retries: 0, failures: 1, cooldown: 10m}\n")

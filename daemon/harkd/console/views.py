@@ -7,6 +7,7 @@ in ``static/`` only refresh them and add the interactive parts.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -20,8 +21,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from .. import __version__
+from ..api import RUN_STATUSES
 from ..errors import HarkError
 from ..logs import TAIL
+from ..secrets import REDACTOR
 from . import HERE, STATIC
 from .events import log_filter
 
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 
     from ..daemon import Daemon
 
-STATUSES = ("ok", "error", "cancelled", "busy", "running", "interrupted")
+STATUSES = RUN_STATUSES
 WITHIN = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 PAGE = 50
 LEVEL_NAMES = ("debug", "info", "warning", "error")
@@ -106,7 +109,8 @@ def render(request: web.Request, template: str, status: int = 200,
 
 
 def excerpt(file: str, line: int, around: int = 2) -> list[tuple[int, str, bool]]:
-    """The lines of ``file`` around ``line`` (1-based): (number, text, is_the_line)."""
+    """The lines of ``file`` around ``line`` (1-based): (number, text, is_the_line), with
+    any known secret value redacted."""
     try:
         with open(file, encoding="utf-8", errors="replace") as f:
             lines = f.read(MAX_EXCERPT_FILE).splitlines()
@@ -115,18 +119,27 @@ def excerpt(file: str, line: int, around: int = 2) -> list[tuple[int, str, bool]
     if not 1 <= line <= len(lines):
         return []
     lo, hi = max(1, line - around), min(len(lines), line + around)
-    return [(n, lines[n - 1], n == line) for n in range(lo, hi + 1)]
+    return [(n, REDACTOR(lines[n - 1]), n == line) for n in range(lo, hi + 1)]
 
 
-def _described(daemon: Daemon, name: str) -> dict[str, Any]:
-    item = daemon.catalog.entries[name].describe()
-    item["errors"] = [dict(e, excerpt=excerpt(e["file"], e["line"])) for e in item["errors"]]
-    return item
+async def _described(daemon: Daemon, names: list[str]) -> list[dict[str, Any]]:
+    """Pipelines as ``/api/pipelines`` describes them, each error with its excerpt (the
+    files are read in a worker thread, off the event loop)."""
+    items = [daemon.catalog.entries[n].describe() for n in names]
+
+    def read() -> None:
+        for item in items:
+            item["errors"] = [dict(e, excerpt=excerpt(e["file"], e["line"]))
+                              for e in item["errors"]]
+
+    if any(item["errors"] for item in items):
+        await asyncio.to_thread(read)
+    return items
 
 
 async def pipelines(request: web.Request) -> web.Response:
     daemon = _daemon(request)
-    items = [_described(daemon, n) for n in sorted(daemon.catalog.entries)]
+    items = await _described(daemon, sorted(daemon.catalog.entries))
     return render(request, "pipelines.html", nav="pipelines", pipelines=items,
                   counts=daemon.catalog.counts())
 
@@ -138,8 +151,8 @@ async def pipeline(request: web.Request) -> web.Response:
         return render(request, "missing.html", 404, nav="pipelines",
                       what=f"No pipeline named {name!r}.")
     runs = await daemon.runlog.query(pipeline=name, limit=10) if daemon.runlog else []
-    return render(request, "pipeline.html", nav="pipelines", p=_described(daemon, name),
-                  runs=runs)
+    [item] = await _described(daemon, [name])
+    return render(request, "pipeline.html", nav="pipelines", p=item, runs=runs)
 
 
 # -- runs --------------------------------------------------------------------------------
