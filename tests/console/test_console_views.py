@@ -71,7 +71,8 @@ async def test_the_console_needs_the_token_and_keeps_it_in_a_cookie(tmp_path: Pa
 
 async def test_error_excerpts_redact_secrets(tmp_path: Path) -> None:
     bad = f"trigger: {{http: {{}}}}\nsteps:\n  - templat: {TOKEN}\n"
-    async with run_daemon(tmp_path, {"bad": bad}, token=TOKEN) as d:
+    # from harkd.yaml, as a real daemon reads it (which tells the redactor)
+    async with run_daemon(tmp_path, {"bad": bad}, config=f"server: {{token: {TOKEN}}}\n") as d:
         async with d.http.get(d.url("/"), headers={"Authorization": f"Bearer {TOKEN}"}) as r:
             html = await r.text()
     assert "- templat: " in html and TOKEN not in html
