@@ -3,8 +3,10 @@ one built with the SDK, and servers that misbehave (silent, garbage, huge, exiti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -155,7 +157,8 @@ async def test_tools_and_arguments(scripted: MCPClients) -> None:
 
 async def test_huge_result_is_refused(scripted: MCPClients) -> None:
     huge = (await scripted.tools("mcp:s/huge"))["huge"]
-    with pytest.raises(ToolError, match=r"returned 10485760 bytes, over the limit of 1048576"):
+    with pytest.raises(ToolError, match=r"answer was \d{8} bytes, over the limit "
+                                        r"\(mcp.servers.s.max_result is 1048576\)"):
         await huge.call({}, None)
     assert await (await scripted.tools("mcp:s/echo"))["echo"].call({"text": "ok"}, None) == "ok"
 
@@ -263,3 +266,20 @@ def test_harkd_list_tools(tmp_path: Path) -> None:
     assert {"name": "calculator", "source": "builtin"}.items() <= next(
         row for row in listed if row["name"] == "calculator").items()
     assert r.returncode == 1, "a server that fails makes the listing fail"
+
+
+async def test_concurrent_calls_and_a_kill_while_idle(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    group = MCPClients({"s": ServerConfig(
+        "s", command=(sys.executable, SCRIPTED, "ok", str(pidfile)), restart_delay=0.0)})
+    try:
+        server = group.server("s")
+        texts = [f"t{i}" for i in range(10)]
+        results = await asyncio.gather(*(server.call("echo", {"text": t}) for t in texts))
+        assert results == texts and server.starts == 1
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        await wait_until(lambda: not server.running)
+        assert await server.call("echo", {"text": "again"}) == "again"
+        assert server.starts == 2
+    finally:
+        await group.aclose()

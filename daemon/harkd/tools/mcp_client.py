@@ -246,11 +246,12 @@ class MCPServer:
 def _transport(c: ServerConfig, errlog: Any) -> Any:
     if c.url is not None:
         return _http_transport(c)
-    from mcp import StdioServerParameters, stdio_client
+    from .mcp_stdio import stdio_transport
 
-    params = StdioServerParameters(command=c.command[0], args=list(c.command[1:]),
-                                   env=dict(c.env) or None, cwd=c.cwd)
-    return stdio_client(params, errlog=errlog)
+    # A message carries the result JSON-escaped, with its envelope: room for both.
+    limit = 2 * c.max_result + 64 * 1024
+    return stdio_transport(list(c.command), dict(c.env) or None, c.cwd, errlog, limit,
+                           f"mcp.servers.{c.name}.max_result is {c.max_result}")
 
 
 @contextlib.asynccontextmanager
