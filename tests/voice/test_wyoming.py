@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from wyoming.info import Describe, Info
 from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize, SynthesizeVoice
 
-from harkd.testing import DaemonHandle, capture_logs, free_port, run_daemon
+from harkd.testing import DaemonHandle, capture_logs, free_port, run_daemon, wait_until
 from harkd.voice.frames import Audio, from_pcm, read_wav, resample, rms, to_pcm
 
 from .conftest import Models, Speak
@@ -117,11 +118,11 @@ async def test_tts_streams_speech(tmp_path: Path, models: Models) -> None:
         d.daemon.services.shared.update(models.shared())
         port = await serve(d)
         c = await client(port)
-        await c.write_event(Synthesize(text="The oven is hot. Be careful.").event())
+        await c.write_event(Synthesize(text="The kitchen lights are on. Good night.").event())
         audio = await read_speech(c)
         assert audio.rate == 22050 and audio.seconds > 1.0 and rms(audio.pcm) > 0.02
         heard = models.transcribe(audio).lower()
-        assert "oven" in heard and "careful" in heard
+        assert "lights" in heard and "night" in heard
         await c.write_event(Synthesize(text="Hello there.",
                                        voice=SynthesizeVoice(name="espeak")).event())
         robot = await read_speech(c)
@@ -220,3 +221,30 @@ async def test_off_loopback_needs_explicit_auth_none(tmp_path: Path) -> None:
         await d.write("public", f'trigger: {{wyoming: {{listen: "0.0.0.0:{port}", '
                                 'auth: none}}\nsteps: [{template: hi}]\n')
         assert d.state("public") == "active"
+
+
+async def test_connections_past_the_limit_are_refused(tmp_path: Path) -> None:
+    async with run_daemon(tmp_path) as d:
+        port = await serve(d, 'trigger: {{wyoming: {{listen: "127.0.0.1:{port}", '
+                              'max_connections: 1}}}}\nsteps: [{{template: hi}}]\n')
+        first = await client(port)
+        assert Info.is_type((await ask(first, Describe().event())).type)
+        second = await client(port)
+        answer = await second.read_event()
+        assert answer is not None and Error.is_type(answer.type)
+        assert answer.data["code"] == "busy"
+        await first.disconnect()
+        await second.disconnect()
+
+        async def admitted() -> bool:  # once the server has seen the first one go
+            third = await client(port)
+            try:
+                answer = await ask(third, Describe().event())
+            except ConnectionError:  # refused, and closed before it read describe
+                return False
+            finally:
+                with contextlib.suppress(ConnectionError):
+                    await third.disconnect()
+            return Info.is_type(answer.type)
+
+        await wait_until(admitted, 10, interval=0.05)
