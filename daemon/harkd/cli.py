@@ -243,7 +243,9 @@ def _print_output(output: Any) -> None:
     if isinstance(output, str):
         print(output)
     else:
-        print(json.dumps(output, indent=2, ensure_ascii=False, default=str))
+        from .values import jsonable  # speech and audio as {"type": ...}, not a repr
+
+        print(json.dumps(output, indent=2, ensure_ascii=False, default=jsonable))
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:

@@ -163,3 +163,17 @@ async def test_openai_sdk_transcribes_and_speaks(tmp_path: Path, models: Models,
             await client.audio.transcriptions.create(
                 model="whisper-1", file=("a.wav", b"not a wav", "audio/wav"))
         await client.close()
+
+
+def test_invoke_prints_speech_as_a_value(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "speak.yaml").write_text("trigger: {http: {}}\nsteps:\n"
+                                         "  - tts: {engine: espeak}\n")
+    done = subprocess.run([sys.executable, "-m", "harkd", "invoke", "speak", "--pipelines",
+                           str(tmp_path), "--input", '"hello there"'],
+                          capture_output=True, text=True, timeout=60, check=True)
+    value = json.loads(done.stdout)
+    assert value["type"] == "speech" and value["text"] == "hello there"
+    assert value["seconds"] > 0.3
