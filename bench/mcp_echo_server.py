@@ -13,5 +13,11 @@ def echo(text: str) -> str:
     return text
 
 
+@server.tool()
+def huge() -> str:
+    """Ten megabytes of text."""
+    return "x" * (10 * 1024 * 1024)
+
+
 if __name__ == "__main__":
     server.run()
