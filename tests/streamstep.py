@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from harkd import registry, validate
 from harkd.pipeline import Build
 from harkd.registry import StepKind
 from harkd.streams import TextStream
 from harkd.templates import Renderable
+from harkd.testing import registered
 
 
 @dataclass(frozen=True)
@@ -54,11 +54,5 @@ CHUNKS = StepKind(
 @pytest.fixture
 def chunks_step() -> Iterator[None]:
     """Register the ``chunks`` step in the default registry for one test."""
-    reg = registry.default()
-    reg.add(CHUNKS, origin="tests")
-    validate._PIPELINE.clear()
-    try:
+    with registered(CHUNKS):
         yield
-    finally:
-        reg.steps.pop("chunks", None)
-        validate._PIPELINE.clear()

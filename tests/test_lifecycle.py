@@ -11,12 +11,11 @@ from typing import Any
 import anyio
 import pytest
 
-from harkd import registry, validate
 from harkd.daemon import EX_SOFTWARE, Daemon, StartupError
 from harkd.errors import first_error
 from harkd.registry import TriggerKind
 from harkd.settings import Settings
-from harkd.testing import capture_logs, free_port, run_daemon, wait_until
+from harkd.testing import capture_logs, free_port, registered, run_daemon, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -55,14 +54,8 @@ FLAKY = TriggerKind("flaky", "Test only: a trigger that fails on demand.",
 
 @pytest.fixture
 def flaky_trigger() -> Iterator[None]:
-    reg = registry.default()
-    reg.add(FLAKY, origin="tests")
-    validate._PIPELINE.clear()
-    try:
+    with registered(FLAKY):
         yield
-    finally:
-        reg.triggers.pop("flaky", None)
-        validate._PIPELINE.clear()
 
 
 def harkd_tasks() -> set[asyncio.Task[Any]]:

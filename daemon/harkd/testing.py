@@ -29,6 +29,7 @@ import aiohttp
 import structlog
 
 from .daemon import Daemon
+from .registry import StepKind, TriggerKind
 from .settings import Settings
 
 __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",
@@ -42,6 +43,24 @@ def capture_logs() -> Iterator[list[dict[str, Any]]]:
         processors=[structlog.contextvars.merge_contextvars]
     ) as logs:
         yield logs  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def registered(kind: StepKind | TriggerKind) -> Iterator[None]:
+    """Add a step or trigger kind to the default registry for the duration of a test
+    (a test-only kind, or your plugin's before it is installed), then take it out."""
+    from . import validate
+    from .registry import default
+
+    reg = default()
+    reg.add(kind, origin="tests")
+    validate._PIPELINE.clear()  # the validator is built from the registry; build it anew
+    try:
+        yield
+    finally:
+        table: dict[str, Any] = reg.steps if isinstance(kind, StepKind) else reg.triggers
+        table.pop(kind.name, None)
+        validate._PIPELINE.clear()
 
 
 def free_port() -> int:
