@@ -4,11 +4,15 @@ in the browser's console (checked by the ``page`` fixture after each test)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
+
+from harkd.testing import spawn_daemon
 
 from .conftest import Live, Page
 
@@ -237,6 +241,25 @@ def test_a_running_run_page_updates_when_the_run_ends(page: Page, live: Live) ->
     assert page.text("h1 .badge") == "running"
     page.wait(lambda: page.text("h1 .badge") == "ok")
     assert page.text("#out + pre") == "a b c d e f"
+
+
+def test_signing_in_with_the_token(page: Page, tmp_path: Path) -> None:
+    token = "browser-token-42"
+    with spawn_daemon(tmp_path, {"echo": "trigger: {http: {}}\nsteps: [{template: hi}]\n"},
+                      env={"HARKD_TOKEN": token}) as d:
+        page.driver.get(d.url("/ui/runs"))
+        page.wait(lambda: "/ui/login" in page.driver.current_url)
+        page.shot("login")
+        box = page.driver.find_element(By.ID, "token")
+        box.send_keys("wrong", Keys.ENTER)
+        page.wait(lambda: "not right" in page.text("main"))
+        page.driver.find_element(By.ID, "token").send_keys(token, Keys.ENTER)
+        page.wait(lambda: page.driver.current_url == d.url("/ui/runs"))
+        assert page.text("h1") == "Runs"
+        page.driver.find_element(By.CSS_SELECTOR, "header form button").click()  # sign out
+        page.wait(lambda: "/ui/login" in page.driver.current_url)
+    # The wrong token's page answered 401: the one console error the test expects.
+    assert [e["message"].split(" - ")[0] for e in page.errors()] == [d.url("/ui/login")]
 
 
 def test_run_page_of_an_unknown_run_is_a_plain_404(page: Page, live: Live) -> None:
