@@ -114,6 +114,13 @@ def test_try_it_streams_the_reply(page: Page, live: Live) -> None:
     run_link = page.driver.find_element(By.CSS_SELECTOR, "#try-state a")
     assert run_link.get_attribute("href").endswith("/ui/runs/" + run_link.text.split()[-1])
     page.shot("try-it")
+    page.open("/ui/pipelines/broken")  # a run that fails shows why
+    page.driver.find_element(By.ID, "run-btn").click()
+    page.wait(lambda: "failed (502)" in page.text("#try-state"))
+    assert "every deployment of model alias 'broken' failed" in page.text("#try-out")
+    # The 502 answer is the one console error expected here.
+    assert [e["message"].split(" - ")[0] for e in page.errors()] == [
+        live.base + "/api/pipelines/broken/run"]
 
 
 def test_live_log_tails_lines_of_one_pipeline(page: Page, live: Live) -> None:
