@@ -70,6 +70,35 @@ async def test_spans_for_a_run_its_steps_and_the_llm_call(tmp_path: Path) -> Non
     assert failed and failed[0].status.status_code.name == "ERROR"
 
 
+async def test_a_fallback_shows_as_a_failed_call_then_the_one_that_answered(
+        tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from harkd.testing_upstream import Reply
+
+    exporter = InMemorySpanExporter()
+    async with ScriptedUpstream() as up:
+        up.plan("m1", Reply(status=500))
+        config = (f"models:\n  smart:\n    - {{model: openai/m1, api_base: '{up.v1}'}}\n"
+                  f"    - {{model: ollama/m2, api_base: '{up.base}'}}\n"
+                  "router: {retries: 0}\n")
+        pipe = "trigger: {http: {}}\nsteps:\n  - llm: {model: smart, prompt: hi}\n"
+        async with run_daemon(tmp_path, {"ask": pipe}, config=config) as d:
+            tracer = Tracer(TelemetryConfig(endpoint="http://unused"), exporter=exporter)
+            d.daemon.services.observers.append(tracer)
+            async with d.http.post(d.url("/hooks/ask")) as r:
+                assert r.status == 200
+            tracer.shutdown()
+    calls = sorted((s for s in exporter.get_finished_spans() if s.name.startswith("chat ")),
+                   key=lambda s: s.start_time)
+    assert [(s.name, s.attributes["gen_ai.provider.name"], s.status.status_code.name)
+            for s in calls] == [("chat m1", "openai", "ERROR"), ("chat m2", "ollama", "UNSET")]
+    assert calls[0].attributes["error.type"] == "500"
+    assert "gen_ai.usage.input_tokens" not in calls[0].attributes
+    assert calls[1].attributes["harkd.llm.fallbacks"] == 1
+    assert calls[0].end_time <= calls[1].start_time
+
+
 async def test_capture_content_puts_redacted_input_and_output_in(tmp_path: Path) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 

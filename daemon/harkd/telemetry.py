@@ -7,8 +7,9 @@ inert configuration plus :class:`Tracer`, which imports the SDK when it is built
 Spans are made when a run ends, from what the run recorded (its start, each step's start,
 duration and path), so tracing adds nothing to a run while it runs and needs no hooks in
 the engine. Nested steps (``2.map[3].0``) become children of their parent step's span. An
-``llm`` step gets a child span named ``chat MODEL`` with the GenAI semantic-convention
-attributes (``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
+``llm`` step gets a child span named ``chat MODEL`` per attempt (a fallback shows as a
+failed one, then the one that answered) with the GenAI semantic-convention attributes
+(``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
 ``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens``). Inputs, outputs and message
 bodies stay out of spans unless ``capture_content: true``; then the run's input and output
 go in, redacted and cut to :data:`MAX_CONTENT` characters. Export runs in the SDK's batch
@@ -183,7 +184,7 @@ class Tracer:
 
     def _step(self, record: StepRecord, path: str, context: Any) -> Any:
         from opentelemetry import trace
-        from opentelemetry.trace import SpanKind, Status, StatusCode
+        from opentelemetry.trace import Status, StatusCode
 
         start = int(record.started * 1e9)
         end = start + int(record.duration * 1e9)
@@ -195,25 +196,47 @@ class Tracer:
                                       start_time=start, attributes=attributes)
         if record.status == "error":
             span.set_status(Status(StatusCode.ERROR))
-        detail = record.detail
-        if record.kind == "llm" and isinstance(detail.get("deployment"), str):
-            provider, model = _split_model(detail["deployment"])
-            latency = int(float(detail.get("latency_ms") or 0) * 1e6)
-            call: dict[str, Any] = {
-                "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
-                "gen_ai.request.model": model,
-                "gen_ai.usage.input_tokens": int(detail.get("prompt_tokens") or 0),
-                "gen_ai.usage.output_tokens": int(detail.get("completion_tokens") or 0),
-                "harkd.llm.alias": str(detail.get("alias", "")),
-                "harkd.llm.fallbacks": int(detail.get("fallbacks") or 0)}
-            if detail.get("cached"):
-                call["harkd.llm.cached"] = True
-            chat = self.tracer.start_span(f"chat {model}", context=trace.set_span_in_context(span),
-                                          kind=SpanKind.CLIENT, attributes=call,
-                                          start_time=max(start, end - latency))
-            chat.end(end_time=end)
+        if record.kind == "llm" and isinstance(record.detail.get("deployment"), str):
+            self._calls(record.detail, trace.set_span_in_context(span), start, end)
         span.end(end_time=end)
         return span
+
+    def _calls(self, detail: dict[str, Any], context: Any, start: int, end: int) -> None:
+        """A ``chat MODEL`` client span per attempt of the call (a fallback shows as a
+        failed span, then the one that answered). The record keeps each attempt's length,
+        not its start, so the attempts are laid end to end, the last ending with the step;
+        usage goes on the attempt that answered."""
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        attempts = [a for a in detail.get("attempts") or () if isinstance(a, dict)] or [
+            {"deployment": detail["deployment"], "outcome": "ok",
+             "latency_ms": detail.get("latency_ms") or 0}]
+        spans = []
+        for a in reversed(attempts):
+            took = int(float(a.get("latency_ms") or 0) * 1e6)
+            spans.append((a, max(start, end - took), end))
+            end = max(start, end - took)
+        for a, t0, t1 in reversed(spans):
+            provider, model = _split_model(str(a.get("deployment", "")))
+            attributes: dict[str, Any] = {
+                "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
+                "gen_ai.request.model": model, "harkd.llm.alias": str(detail.get("alias", "")),
+                "harkd.llm.outcome": str(a.get("outcome", ""))}
+            ok = a.get("outcome") == "ok"
+            if ok:
+                attributes.update({
+                    "gen_ai.usage.input_tokens": int(detail.get("prompt_tokens") or 0),
+                    "gen_ai.usage.output_tokens": int(detail.get("completion_tokens") or 0),
+                    "harkd.llm.fallbacks": int(detail.get("fallbacks") or 0)})
+                if detail.get("cached"):
+                    attributes["harkd.llm.cached"] = True
+            else:
+                attributes["error.type"] = str(a.get("status") or a.get("outcome") or "error")
+            chat = self.tracer.start_span(f"chat {model}", context=context, start_time=t0,
+                                          kind=SpanKind.CLIENT, attributes=attributes)
+            if not ok:
+                chat.set_status(Status(StatusCode.ERROR, str(a.get("error") or "")))
+            chat.end(end_time=t1)
 
     def shutdown(self) -> None:
         """Export the spans still queued and stop (the daemon is stopping)."""
