@@ -161,3 +161,14 @@ asyncio.run(main())
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
+
+
+async def test_input_schema_is_checked_at_load(tmp_path: Path) -> None:
+    bad = {"a": "mcp: {input_schema: {type: string}}\n" + FILES["private"],
+           "b": "mcp: {input_schema: {type: object, properties: {x: {type: 12}}}}\n"
+                + FILES["private"]}
+    async with run_daemon(tmp_path, bad) as d:
+        errors = {name: d.daemon.catalog.entries[name].errors[0] for name in bad}
+        assert "give type: object" in errors["a"].message
+        assert "not a valid JSON Schema" in errors["b"].message
+        assert errors["b"].position.pointer == "/mcp/input_schema"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from . import durations, templates
@@ -275,6 +275,7 @@ def compile_pipeline(
         queue=int(conc.get("queue", Concurrency.queue)),
     )
     timeout = root.seconds("timeout", data["timeout"]) if "timeout" in data else None
+    _check_mcp(data.get("mcp"), root)
 
     if root.errors:
         raise ConfigErrors(root.errors)
@@ -292,6 +293,23 @@ def compile_pipeline(
         mcp=data.get("mcp"),
         gateway=bool(data.get("gateway", False)),
     )
+
+
+def _check_mcp(conf: Any, root: Build) -> None:
+    """An ``mcp:`` block's ``input_schema`` must be a JSON Schema of an object."""
+    schema = conf.get("input_schema") if isinstance(conf, dict) else None
+    if schema is None:
+        return
+    import jsonschema
+
+    at = replace(root, pointer=root.pointer + "/mcp")  # shares root.errors
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        at.error("input_schema", f"not a valid JSON Schema: {exc.message}")
+        return
+    if schema.get("type") != "object":
+        at.error("input_schema", "a tool's arguments are an object: give type: object")
 
 
 def walk(steps: Steps) -> Iterator[StepSpec]:
