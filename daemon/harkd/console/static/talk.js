@@ -130,8 +130,11 @@ function setup(box) {
     else if (event.type === "error") { state.textContent = "failed"; out.append(`\n${event.message}`); }
   }
 
+  let held = false;  // the button is down (the microphone may still be opening)
+
   async function start() {
-    if (capture) return;
+    if (capture || held) return;
+    held = true;
     button.setAttribute("aria-pressed", "true");
     stopPlayback();
     player ??= new AudioContext();  // made while the user presses, so it may play
@@ -155,13 +158,16 @@ function setup(box) {
       node.connect(mute).connect(context.destination);
       capture = { stream, context, ws };
       state.textContent = "listening";
+      if (!held) stop();  // let go while the microphone was opening
     } catch (err) {
+      held = false;
       button.setAttribute("aria-pressed", "false");
       state.textContent = `cannot listen: ${err.message}`;
     }
   }
 
   function stop() {
+    held = false;
     button.setAttribute("aria-pressed", "false");
     if (!capture) return;
     const { stream, context, ws } = capture;
