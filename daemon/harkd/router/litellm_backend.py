@@ -51,6 +51,7 @@ def _import() -> Any:
 
     litellm.suppress_debug_info = True
     litellm.drop_params = True
+    litellm.disable_hf_tokenizer_download = True  # no download a call did not ask for
     return litellm
 
 
