@@ -14,6 +14,8 @@ commands is spoken into both, alternately:
 - WebSocket: a client sends the same speech in the same 1,024-sample blocks at the same
   pace and times the first binary reply frame against the end of its speech.
 
+The two paths take turns (which goes first alternates), so a change in the machine's
+load falls on both.
 Both use the same VAD silence (500 ms), so the difference is the Wyoming path itself
 (satellite process, its event handling, the speaker process start). Prints p50 (and
 min/max) of each, their difference and ratio.
@@ -143,8 +145,13 @@ async def main() -> None:
             await ws_once(d, speech[0])
             sats, wss = [], []
             for i, pcm in enumerate(speech):
-                sats.append(await sat_once(d, sat, pcm, i))
-                wss.append(await ws_once(d, pcm))
+                # alternate which path goes first, so drift in the machine's load is shared
+                if i % 2:
+                    wss.append(await ws_once(d, pcm))
+                    sats.append(await sat_once(d, sat, pcm, i))
+                else:
+                    sats.append(await sat_once(d, sat, pcm, i))
+                    wss.append(await ws_once(d, pcm))
                 print(f"{i:2d} {COMMANDS[i]!r:32} satellite " + _row(sats[-1])
                       + "  | websocket " + _row(wss[-1]), flush=True)
     print()
