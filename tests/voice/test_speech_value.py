@@ -177,3 +177,14 @@ def test_invoke_prints_speech_as_a_value(tmp_path: Path) -> None:
     value = json.loads(done.stdout)
     assert value["type"] == "speech" and value["text"] == "hello there"
     assert value["seconds"] > 0.3
+
+
+async def test_audio_endpoints_need_the_token_when_one_is_set(tmp_path: Path) -> None:
+    async with run_daemon(tmp_path, token="sesame-123456") as d:
+        async with d.http.post(d.url("/v1/audio/speech"), json={"input": "hi"}) as resp:
+            assert resp.status == 401
+        async with d.http.post(d.url("/v1/audio/transcriptions"), data=b"x") as resp:
+            assert resp.status == 401
+        async with d.http.post(d.url("/v1/audio/speech"), json={"input": ""},
+                               headers={"Authorization": "Bearer sesame-123456"}) as resp:
+            assert resp.status == 400 and "input is required" in await resp.text()
