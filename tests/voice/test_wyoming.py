@@ -248,3 +248,21 @@ async def test_connections_past_the_limit_are_refused(tmp_path: Path) -> None:
             return Info.is_type(answer.type)
 
         await wait_until(admitted, 10, interval=0.05)
+
+
+async def test_an_edit_rebinds_the_port_and_serves_the_new_version(tmp_path: Path) -> None:
+    async with run_daemon(tmp_path) as d:
+        port = free_port()
+        text = 'trigger: {{wyoming: {{listen: "127.0.0.1:{port}"}}}}\nsteps: [{{template: {w}}}]\n'
+        await d.write("edit", text.format(port=port, w="one"))
+        c = await client(port)
+        assert Handled.from_event(await ask(c, Transcript(text="x").event())).text == "one"
+        await d.write("edit", text.format(port=port, w="two"))
+        assert d.state("edit") == "active"
+        assert await c.read_event() is None  # the old version's connections are closed
+        c = await client(port)
+        assert Handled.from_event(await ask(c, Transcript(text="x").event())).text == "two"
+        await c.disconnect()
+        await d.remove("edit")
+        with pytest.raises(OSError):
+            await client(port)
