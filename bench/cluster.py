@@ -13,8 +13,9 @@ CPU-bound replica's throughput would be: on this shared 2-core machine req/s swi
   history read, turns pushed) through the gateway's deployment;
 - ``gateway``: ``POST /v1/chat/completions`` on an alias whose deployment has ``rpm``
   (in a cluster: slots reserved in blocks, about one Lua call per block);
-- ``gateway-mc``: the same with ``max_concurrent`` too (one Lua call per call to take the
-  slot, and the slots given back in batches);
+- ``gateway-mc``: the same with ``max_concurrent`` too (slots held in blocks);
+- ``gateway-tpm``: ``rpm`` and ``tpm``: one exact Lua call per call, slots given back in
+  batches;
 - ``replicas``: the gateway with ``cluster`` on, the same clients spread over two replicas
   versus all on one (on a 2-core machine the two replicas share the cores with the load
   generator, the upstream and Redis, so read this as an upper bound of the overhead, not
@@ -87,6 +88,8 @@ def config(upstream: str, redis: str | None, replica: str) -> str:
             "rpm: 10000000}]\n"
             f"  mc: [{{model: openai/bench, api_base: '{upstream}/v1', api_key: k, "
             "rpm: 10000000, max_concurrent: 10000}]\n"
+            f"  mt: [{{model: openai/bench, api_base: '{upstream}/v1', api_key: k, "
+            "rpm: 10000000, tpm: 1000000000}]\n"
             "log: {level: warning}\n")
     if redis is not None:
         text += f"cluster: {{redis: '{redis}', replica: {replica}}}\n"
@@ -115,8 +118,10 @@ BODIES = {
                 {"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
     "gateway-mc": ("/v1/chat/completions",
                    {"model": "mc", "messages": [{"role": "user", "content": "hi"}]}),
+    "gateway-tpm": ("/v1/chat/completions",
+                    {"model": "mt", "messages": [{"role": "user", "content": "hi"}]}),
 }
-KINDS = ("webhook", "chat", "gateway", "gateway-mc")
+KINDS = ("webhook", "chat", "gateway", "gateway-mc", "gateway-tpm")
 
 
 @dataclass

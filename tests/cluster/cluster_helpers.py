@@ -55,11 +55,25 @@ class RedisServer:
 
 
 def cluster_config(redis: str, prefix: str, replica: str, upstream: ScriptedUpstream,
-                   *, deployment: str = "", router: str = "", extra: str = "") -> str:
+                   *, deployment: str = "", router: str = "", extra: str = "",
+                   timeout: str = "500ms") -> str:
     """A ``harkd.yaml`` of one replica: alias ``m`` on the scripted upstream."""
     return (f"cluster: {{redis: '{redis}', replica: {replica}, prefix: {prefix}, "
-            f"timeout: 500ms, probe: 200ms}}\n"
+            f"timeout: {timeout}, probe: 200ms}}\n"
             f"models:\n  m: [{{model: openai/m1, api_base: '{upstream.v1}', api_key: k"
             f"{', ' + deployment if deployment else ''}}}]\n"
             f"router: {{retries: 0, backoff: 1ms{', ' + router if router else ''}}}\n"
             + extra)
+
+
+def overlap(upstream: ScriptedUpstream, model: str, delay: float) -> int:
+    """The most requests to ``model`` that were surely in flight at once when each one
+    sleeps ``delay`` before answering: those that arrived within ``delay`` of each other
+    (a lower bound of the real peak, so ``<= limit`` checks a limit)."""
+    at = sorted(r.at for r in upstream.requests if r.model == model)
+    peak, lo = 0, 0
+    for hi, t in enumerate(at):
+        while at[lo] <= t - delay:
+            lo += 1
+        peak = max(peak, hi - lo + 1)
+    return peak

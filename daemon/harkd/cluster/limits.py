@@ -90,6 +90,22 @@ redis.call('PEXPIRE', KEYS[1], 61000)
 return {got, now}
 """
 
+SLOTS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local maxc, want, member, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local all = redis.call('ZRANGE', KEYS[1], 0, -1)
+local used = 0
+for i = 1, #all do used = used + tonumber(string.match(all[i], '|(%d+)$')) end
+local free = maxc - used
+if free <= 0 then return {0, now} end
+local got = math.min(want, free)
+redis.call('ZADD', KEYS[1], now + lease, member .. '|' .. got)
+redis.call('PEXPIRE', KEYS[1], lease)
+return {got, now}
+"""
+
 RELEASE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 local delta = tonumber(ARGV[2])
@@ -108,6 +124,23 @@ _ids = itertools.count()
 VALID = 1.0
 #: at most this share of a deployment's ``rpm`` is reserved by one replica at once
 SHARE = 20
+
+
+#: the lease of a slot given back to this replica's own pool (not to Redis)
+LOCAL = "local"
+
+
+@dataclass
+class _Slots:
+    """``max_concurrent`` slots held at once: ``member|n`` in Redis, leased until
+    ``score``; renewed while held, given back when the replica is idle."""
+
+    member: str
+    n: int
+    score: int
+    #: monotonic time until which the lease is known to hold here
+    valid: float
+    renewing: bool = False
 
 
 @dataclass
@@ -137,17 +170,22 @@ class SharedLimit:
         self._acquire = cluster.script("limit_acquire", ACQUIRE)
         self._release = cluster.script("limit_release", RELEASE)
         self._reserve = cluster.script("limit_reserve", RESERVE)
-        #: ``rpm``-only deployments take slots in blocks (see :meth:`_from_stock`)
-        self.blocks = bool(dep.rpm) and not dep.max_concurrent and not dep.tpm
+        self._slots_script = cluster.script("limit_slots", SLOTS)
+        #: without ``tpm``, ``rpm`` and ``max_concurrent`` slots are taken in blocks
+        #: (:meth:`_from_stock`, :meth:`_slot`); with it, one exact script call per call
+        self.blocks = not dep.tpm
         self._stock: collections.deque[_Block] = collections.deque()
         self._recent: collections.deque[float] = collections.deque()
+        self._held: list[_Slots] = []
+        self._in_use = 0
+        self._slots_key = cluster.key("limit", name, "slots")
 
     async def acquire(self, tokens: int) -> tuple[float | None, str | None]:
         """``(0, lease)`` when a slot is taken; else ``(seconds to wait, None)``, with
         ``None`` seconds when only a finishing call can free a slot. Raises
         :class:`~harkd.cluster.link.Unavailable` when Redis is."""
         if self.blocks:
-            return await self._from_stock()
+            return await self._blocks()
         member = f"{self.cluster.replica}:{next(_ids)}"
         maxc, rpm, tpm = self.limits
         out = int(await self.cluster.run(lambda r: self._acquire(
@@ -158,12 +196,91 @@ class SharedLimit:
             return None, None
         return out / 1000.0, None
 
-    async def _from_stock(self) -> tuple[float | None, str | None]:
+    async def _blocks(self) -> tuple[float | None, str | None]:
+        maxc, rpm, _ = self.limits
+        if maxc and not await self._slot():
+            return None, None
+        if rpm:
+            try:
+                wait = await self._from_stock()
+            except Unavailable:
+                if maxc:
+                    self._unslot()
+                raise
+            if wait:
+                if maxc:
+                    self._unslot()
+                return wait, None
+        return 0.0, LOCAL if maxc else None
+
+    async def _slot(self) -> bool:
+        """Take a ``max_concurrent`` slot from this replica's held ones, reserving more
+        in Redis (in blocks that grow with the calls in flight here, at most
+        ``max_concurrent`` / (:data:`SHARE` x replicas)) when all are in use."""
+        now = time.monotonic()
+        self._held = [b for b in self._held if b.valid > now]
+        if self._in_use < sum(b.n for b in self._held):
+            self._in_use += 1
+            self._renew(now)
+            return True
+        maxc = self.limits[0]
+        cap = maxc // (SHARE * max(1, self.cluster.replicas))
+        want = max(1, min(cap, self._in_use // 2))
+        member = f"{self.cluster.replica}:{next(_ids)}"
+        got, at = await self.cluster.run(lambda r: self._slots_script(
+            keys=[self._slots_key], args=[maxc, want, member, self.lease_ms], client=r))
+        if int(got) == 0:
+            return False
+        self._held.append(_Slots(f"{member}|{int(got)}", int(got), int(at) + self.lease_ms,
+                                 time.monotonic() + self.lease_ms / 2000))
+        self._in_use += 1
+        return True
+
+    def _unslot(self) -> None:
+        """A call ended: its slot returns to the held ones; an idle replica gives them
+        all back, a busy one the blocks it no longer needs."""
+        self._in_use = max(0, self._in_use - 1)
+        held = sum(b.n for b in self._held)
+        spare = [] if self._in_use else list(self._held)
+        if self._in_use:
+            # Keep up to twice the newest block spare (so a steady load does not churn).
+            while self._held and held - self._in_use > 2 * self._held[-1].n:
+                block = self._held.pop()
+                held -= block.n
+                spare.append(block)
+        else:
+            self._held = []
+        if spare:
+            key, members = self._slots_key, [b.member for b in spare]
+            self.cluster.defer(lambda p: p.zrem(key, *members))
+
+    def _renew(self, now: float) -> None:
+        """Extend the leases of held blocks past half their time (in the background;
+        a block whose renewal fails lapses here too)."""
+        for block in self._held:
+            if block.renewing or block.valid - now > self.lease_ms / 4000:
+                continue
+            block.renewing = True
+            self.cluster.spawn(self._renew_one(block))
+
+    async def _renew_one(self, block: _Slots) -> None:
+        t0 = time.monotonic()
+        try:
+            now_ms = await self.cluster.run(lambda r: r.time())
+            score = int(now_ms[0]) * 1000 + int(now_ms[1]) // 1000 + self.lease_ms
+            updated = await self.cluster.run(lambda r: r.zadd(
+                self._slots_key, {block.member: score}, xx=True, ch=True))
+            if int(updated):
+                block.score, block.valid = score, t0 + self.lease_ms / 2000
+        finally:
+            block.renewing = False
+
+    async def _from_stock(self) -> float:
         """An ``rpm`` slot from this replica's stock, reserving a block in Redis when it
         is empty. A block is as large as the calls of the last second here (one when
         traffic is light, so a slow trickle reserves nothing it does not use), at most
         1/:data:`SHARE` of ``rpm`` per replica; slots not used within :data:`VALID` are
-        given back."""
+        given back. Returns 0 (a slot taken) or the seconds until one frees."""
         now = time.monotonic()
         recent = self._recent
         recent.append(now)
@@ -173,7 +290,7 @@ class SharedLimit:
             block = self._stock[0]
             if block.left > 0 and now < block.until:
                 block.left -= 1
-                return 0.0, None
+                return 0.0
             self._stock.popleft()
             self._give_back(block)
         rpm = self.limits[1]
@@ -182,11 +299,11 @@ class SharedLimit:
         got, at = await self.cluster.run(lambda r: self._reserve(
             keys=self.keys[1:2], args=[rpm, want, member], client=r))
         if int(got) == 0:
-            return int(at) / 1000.0, None
+            return int(at) / 1000.0
         if int(got) > 1:
             self._stock.append(_Block(member, int(at), int(got) - 1,
                                       time.monotonic() + VALID))
-        return 0.0, None
+        return 0.0
 
     def _give_back(self, block: _Block) -> None:
         """Uncount a block's unused slots (at its time, so they expire together)."""
@@ -198,6 +315,9 @@ class SharedLimit:
 
     def release(self, lease: str, estimated: int, actual: int | None) -> None:
         """Give the slot back and correct the token window (in the background)."""
+        if lease == LOCAL:
+            self._unslot()
+            return
         delta = 0 if actual is None or not self.limits[2] else actual - estimated
         self.cluster.defer(lambda p: self._release(keys=self.keys, args=[lease, delta],
                                                    client=p))
