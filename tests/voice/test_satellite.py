@@ -227,3 +227,27 @@ async def test_faulty_satellites_are_logged_and_contained(
         assert "over the limit" in huge_errors[0]["error"]
     for server in servers:
         server.close()
+
+
+async def test_a_pipeline_that_does_not_speak_leaves_the_speaker_alone(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    quiet = "trigger: {satellite: {uri: %s, vad: {silence: 500ms}}}\n" \
+            "steps:\n  - stt: {}\n  - template: \"noted: {{ input }}\"\n"
+    async with run_satellite(tmp_path / "sat") as sat, run_daemon(tmp_path / "d") as d:
+        d.daemon.services.shared.update(models.shared())
+        await d.write("notes", quiet % sat.uri)
+        await streaming(d, "notes", sat)
+        sat.say(speech_pcm(speak, "turn on the kitchen lights"))
+
+        async def finished() -> list[dict[str, Any]]:
+            async with d.http.get(d.url("/api/runs?pipeline=notes&status=ok")) as resp:
+                runs: list[dict[str, Any]] = (await resp.json())["runs"]
+            return runs
+
+        await wait_until(finished, 60, interval=0.2)
+        run_id = (await finished())[0]["id"]
+        async with d.http.get(d.url(f"/api/runs/{run_id}")) as resp:
+            run = await resp.json()
+        assert run["output"].lower().startswith("noted: turn on the kitchen lights")
+        await asyncio.sleep(1.0)
+        assert sat.replies() == [] and not list(sat.replies_folder.glob("*"))

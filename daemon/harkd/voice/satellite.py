@@ -207,7 +207,9 @@ class Connection:
         thinks rather than after: a satellite starts its speaker program on
         ``audio-start``, and that takes tens of milliseconds."""
         self.out = SatelliteOut(self.send)
-        self._later(self.out.prime())
+        steps = self.link.bound.pipeline.steps
+        if steps and steps[-1].kind in ("tts", "play"):  # it will speak
+            self._later(self.out.prime())
         return self.out
 
     async def send(self, event: Event) -> None:
