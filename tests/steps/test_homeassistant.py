@@ -4,74 +4,20 @@ scripted OpenAI upstream, which asks for the tool calls and echoes their results
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from harkd.testing import DaemonHandle, run_daemon, serve_app
+from harkd.testing import DaemonHandle, run_daemon
+from harkd.testing_homeassistant import ScriptedHomeAssistant
 from harkd.testing_upstream import Reply, ScriptedUpstream
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "ha-secret-token-123"
-
-
-@dataclass
-class ScriptedHomeAssistant:
-    """A scripted stand-in for Home Assistant's REST API: /api/states,
-    /api/states/{id} and /api/services/{domain}/{service}, bearer-token checked."""
-
-    states: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "light.kitchen": {"entity_id": "light.kitchen", "state": "off",
-                          "attributes": {"friendly_name": "Kitchen light"}},
-        "sensor.outside": {"entity_id": "sensor.outside", "state": "12.5",
-                           "attributes": {"friendly_name": "Outside",
-                                          "unit_of_measurement": "°C"}},
-        "lock.front_door": {"entity_id": "lock.front_door", "state": "locked",
-                            "attributes": {"friendly_name": "Front door"}},
-    })
-    calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    requests: int = 0
-    hang: bool = False
-
-    def _auth(self, request: web.Request) -> None:
-        self.requests += 1
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-            raise web.HTTPUnauthorized(text="401: Unauthorized")
-
-    async def _maybe_hang(self) -> None:
-        if self.hang:
-            await asyncio.sleep(30)
-
-    async def all_states(self, request: web.Request) -> web.Response:
-        self._auth(request)
-        await self._maybe_hang()
-        return web.json_response(list(self.states.values()))
-
-    async def one_state(self, request: web.Request) -> web.Response:
-        self._auth(request)
-        await self._maybe_hang()
-        state = self.states.get(request.match_info["entity"])
-        if state is None:
-            raise web.HTTPNotFound(text='{"message": "Entity not found."}')
-        return web.json_response(state)
-
-    async def service(self, request: web.Request) -> web.Response:
-        self._auth(request)
-        await self._maybe_hang()
-        domain, service = request.match_info["domain"], request.match_info["service"]
-        body = await request.json()
-        self.calls.append((domain, service, body))
-        entity = self.states[body["entity_id"]]
-        if service in ("turn_on", "turn_off"):
-            entity["state"] = service.removeprefix("turn_")
-        return web.json_response([entity])
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +27,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def ha() -> AsyncIterator[tuple[ScriptedHomeAssistant, str]]:
-    fake = ScriptedHomeAssistant()
-    routes = {"/api/states": fake.all_states, "/api/states/{entity}": fake.one_state,
-              "/api/services/{domain}/{service}": fake.service}
-    async with serve_app(routes) as url:
+    fake = ScriptedHomeAssistant(token=TOKEN)
+    async with fake.serve() as url:
         yield fake, url
 
 
