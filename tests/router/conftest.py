@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from router_helpers import FAST, MakeRouter
 
 from harkd.router import Router
 from harkd.settings import Settings
 from harkd.testing_upstream import ScriptedUpstream
-
-FAST = {"backoff": 0.001, "max_backoff": 0.005}
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +29,6 @@ async def upstream(upstream_server: ScriptedUpstream) -> AsyncIterator[ScriptedU
     upstream_server.reset()
     yield upstream_server
     upstream_server.reset()
-
-
-MakeRouter = Callable[..., Router]
 
 
 @pytest.fixture

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from router_helpers import ask
+from router_helpers import FAST, ask
 
-from conftest import FAST
 from harkd.router import ChatRequest, Router
 from harkd.router.errors import NoDeployment
 from harkd.settings import Settings

@@ -6,9 +6,8 @@ import asyncio
 import random
 
 import pytest
-from router_helpers import ask
+from router_helpers import MakeRouter, ask
 
-from conftest import MakeRouter
 from harkd.router import (
     Attempt,
     BackendFailed,
