@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import os
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -47,6 +48,9 @@ def _import() -> Any:
     except importlib.metadata.PackageNotFoundError:
         raise ImportError("litellm is not installed") from None
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # LiteLLM's TypedDicts make pydantic warn once each at import; nothing to act on.
+    warnings.filterwarnings("ignore", message=r".* using the `ReadOnly` qualifier",
+                            category=UserWarning)
     import litellm
 
     litellm.suppress_debug_info = True
