@@ -9,7 +9,9 @@ Sequential calls, in interleaved batches so drift hits all alike:
   connection: argument validation against the tool's schema, the timeout, the size
   limit, the bookkeeping of calls in flight and the text conversion included.
 
-Figures: the median per-call time of each (min-max over batches) and the difference.
+Figures: the median per-call time of each (min-max over batches), the client process's
+CPU time per call (which other processes on the machine disturb far less), and the
+differences.
 Then one call of a tool that answers 10 MB, through the SDK's own ``stdio_client``
 (baseline) and through harkd's capped transport: how long the call took and how long the
 event loop was busy meanwhile (a 1 ms ticker's longest gap, and the sum of its gaps over
@@ -66,12 +68,14 @@ async def main(batches: int, calls: int) -> None:
                 for _ in range(20):
                     await fn()
             per: dict[str, list[float]] = {name: [] for name in paths}
+            cpu: dict[str, list[float]] = {name: [] for name in paths}
             for _ in range(batches):
                 for name, fn in paths.items():
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     for _ in range(calls):
                         await fn()
                     per[name].append((time.perf_counter() - t0) / calls * 1000)
+                    cpu[name].append((time.process_time() - c0) / calls * 1000)
         finally:
             await group.aclose()
     for name, label in (("direct", "SDK, its own stdio_client"),
@@ -79,14 +83,15 @@ async def main(batches: int, calls: int) -> None:
                         ("harkd", "harkd tool (as the loop calls)")):
         v = per[name]
         print(f"{label:31} {statistics.median(v):.3f} ms per call "
-              f"({min(v):.3f}-{max(v):.3f})")
+              f"({min(v):.3f}-{max(v):.3f}), client CPU {statistics.median(cpu[name]):.3f} ms")
     med = {k: statistics.median(v) for k, v in per.items()}
     for base, label in (("direct", "the SDK on its own (the baseline)"),
                         ("session", "the bare session on the same connection")):
         diffs = [b - a for a, b in zip(per[base], per["harkd"], strict=True)]
         print(f"added by harkd over {label}: {med['harkd'] - med[base]:+.3f} ms per call "
               f"(median of per-batch differences {statistics.median(diffs):+.3f} ms, "
-              f"ratio {med['harkd'] / med[base]:.3f})")
+              f"ratio {med['harkd'] / med[base]:.3f}); client CPU "
+              f"{statistics.median(cpu['harkd']) - statistics.median(cpu[base]):+.3f} ms")
 
 
 async def _busy(call: Callable[[], Awaitable[object]]) -> tuple[float, float, float]:
