@@ -172,3 +172,18 @@ async def test_input_schema_is_checked_at_load(tmp_path: Path) -> None:
         assert "give type: object" in errors["a"].message
         assert "not a valid JSON Schema" in errors["b"].message
         assert errors["b"].position.pointer == "/mcp/input_schema"
+
+
+async def test_the_shipped_example_through_every_door(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "pipelines" / "word-count.yaml"
+    async with run_daemon(tmp_path, {"word-count": example.read_text()}) as d:
+        async with connect(d.url("/mcp")) as s:
+            result = await s.call_tool("word_count", {"input": "MCP tools are handy"})
+            assert text(result) == "4 words"
+        body = {"model": "pipeline/word-count",
+                "messages": [{"role": "user", "content": "and models too"}]}
+        async with d.http.post(d.url("/v1/chat/completions"), json=body) as resp:
+            answer = await resp.json()
+        assert answer["choices"][0]["message"]["content"] == "3 words"
+        async with d.http.post(d.url("/hooks/word-count"), data="a b") as resp:
+            assert await resp.text() == "2 words"
