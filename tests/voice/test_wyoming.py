@@ -266,3 +266,21 @@ async def test_an_edit_rebinds_the_port_and_serves_the_new_version(tmp_path: Pat
         await d.remove("edit")
         with pytest.raises(OSError):
             await client(port)
+
+
+def test_checking_wyoming_and_satellite_pipelines_imports_neither(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "w.yaml").write_text('trigger: {wyoming: {listen: "127.0.0.1:10700"}}\n'
+                                     "steps: [{template: hi}]\n")
+    (tmp_path / "s.yaml").write_text("trigger: {satellite: {uri: tcp://127.0.0.1:10700}}\n"
+                                     "steps: [{stt: {}}, {tts: {}}]\n")
+    code = ("import sys\nfrom harkd.check import check\n"
+            f"report = check([{str(tmp_path / 'w.yaml')!r}, {str(tmp_path / 's.yaml')!r}])\n"
+            "assert not report.errors, report.errors\n"
+            "heavy = [m for m in ('wyoming', 'numpy', 'faster_whisper', 'piper') "
+            "if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr + done.stdout
