@@ -1,7 +1,8 @@
 """A scripted MCP server for fault injection (stdio): ``python scripted_mcp.py MODE [PIDFILE]``.
 
 Modes: ``ok`` (a real server built with the SDK, with tools ``echo``, ``huge`` (10 MB),
-``sleep`` (never returns) and ``die`` (the process exits mid-call)); ``silent`` (reads
+``sleep`` (never returns), ``die`` (the process exits mid-call) and ``hangup``
+(stdout closed mid-call, the process lingers)); ``silent`` (reads
 requests, never answers); ``garbage`` (answers every line with text that is not JSON-RPC).
 """
 
@@ -42,6 +43,13 @@ def main() -> None:
     @server.tool()
     def sleep() -> str:
         """Never returns."""
+        time.sleep(3600)
+        return "late"
+
+    @server.tool()
+    def hangup() -> str:
+        """Close stdout mid-call but stay alive (until stopped)."""
+        os.close(1)
         time.sleep(3600)
         return "late"
 

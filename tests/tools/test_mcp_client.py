@@ -283,3 +283,21 @@ async def test_concurrent_calls_and_a_kill_while_idle(tmp_path: Path) -> None:
         assert server.starts == 2
     finally:
         await group.aclose()
+
+
+async def test_a_new_connection_outlives_the_old_one_closing() -> None:
+    group = MCPClients({"s": ServerConfig("s", command=(sys.executable, SCRIPTED, "ok"),
+                                          restart_delay=0.0)})
+    try:
+        server = group.server("s")
+        with pytest.raises(ToolError, match="exited during the call"):
+            await server.call("hangup", {})
+        closing = server._task  # the old connection: its process lingers, so it closes slowly
+        assert closing is not None and not closing.done()
+        assert await server.call("echo", {"text": "new"}) == "new"
+        await closing
+        assert server.running, "the old connection's end must not end the new one"
+        assert await server.call("echo", {"text": "still"}) == "still"
+        assert server.starts == 2
+    finally:
+        await group.aclose()

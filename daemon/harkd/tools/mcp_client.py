@@ -3,8 +3,9 @@
 An ``llm`` step names ``mcp:NAME`` (every tool of server NAME) or ``mcp:NAME/TOOL`` in its
 ``tools:``. Servers start on first use, are shared by every pipeline of the daemon, are
 started again after they die (at most once per ``restart_delay``), and are stopped at
-shutdown. Each connection lives in one task of its own, which holds the SDK's transport
-and session contexts; calls from any run go through the shared session.
+shutdown. Each connection lives in one task of its own, which holds the transport (harkd's
+size-capped stdio one, :mod:`harkd.tools.mcp_stdio`, or the SDK's streamable HTTP one)
+and the SDK's ``ClientSession``; calls from any run go through the shared session.
 
 Whatever a server does wrong becomes a :class:`~harkd.tools.ToolError` naming the server:
 it cannot start or exits at start (with the tail of its stderr), writes garbage, never
@@ -133,9 +134,11 @@ class MCPServer:
             if self._failed is not None and time.monotonic() < self._failed[0]:
                 raise self._failed[1]
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._wake = asyncio.Event()
+            # Each connection has its own wake-up: an old one still closing must not
+            # touch the new one.
+            self._wake = wake = asyncio.Event()
             self.starts += 1
-            self._task = asyncio.create_task(self._run(ready),
+            self._task = asyncio.create_task(self._run(ready, wake),
                                              name=f"mcp:{self.config.name}")
             try:
                 await ready
@@ -145,7 +148,7 @@ class MCPServer:
             self._failed = None
             return self._session
 
-    async def _run(self, ready: asyncio.Future[None]) -> None:
+    async def _run(self, ready: asyncio.Future[None], wake: asyncio.Event) -> None:
         """Hold the connection open until stopped or the server goes away."""
         import anyio
         from mcp import ClientSession
@@ -153,25 +156,25 @@ class MCPServer:
         c = self.config
         # closed in the finally below, after the transport that writes to it has exited
         errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
-        state: dict[str, Any] = {"garbage": None, "ended": False}
+        state: dict[str, Any] = {"garbage": None, "ended": False, "session": None}
         try:
             async with contextlib.AsyncExitStack() as stack:
                 read, write = await stack.enter_async_context(_transport(c, errlog))
                 inbox_in, inbox = anyio.create_memory_object_stream[Any](0)
                 group = await stack.enter_async_context(anyio.create_task_group())
                 stack.callback(group.cancel_scope.cancel)
-                group.start_soon(self._pump, read, inbox_in, state)
+                group.start_soon(self._pump, read, inbox_in, state, wake)
                 session = await stack.enter_async_context(ClientSession(inbox, write))
                 with anyio.fail_after(c.startup_timeout):
                     info = await session.initialize()
                     listed = await session.list_tools()
                 self._tools = {t.name: t for t in listed.tools}
                 self._validators = {}
-                self._session = session
+                self._session = state["session"] = session
                 log.info("mcp_server_started", server=c.name, tools=len(self._tools),
                          server_name=info.serverInfo.name, version=info.serverInfo.version)
                 ready.set_result(None)
-                await self._wake.wait()
+                await wake.wait()
                 if state["ended"]:
                     # The session fails the calls in flight with "connection closed"
                     # once it has seen the end; let it, rather than cancel them unanswered.
@@ -184,14 +187,16 @@ class MCPServer:
                 log.warning("mcp_server_failed", server=c.name,
                             error=f"{type(exc).__name__}: {exc}")
         finally:
-            self._session = None
+            if self._session is not None and self._session is state["session"]:
+                self._session = None
             errlog.close()
             if ready.done() and not ready.cancelled() and ready.exception() is None:
                 log.info("mcp_server_stopped", server=c.name)
             elif not ready.done():
                 ready.set_exception(ToolError(f"MCP server {c.name} stopped while starting"))
 
-    async def _pump(self, read: Any, inbox_in: Any, state: dict[str, Any]) -> None:
+    async def _pump(self, read: Any, inbox_in: Any, state: dict[str, Any],
+                    wake: asyncio.Event) -> None:
         """Pass the server's messages to the session; when they end, the server is gone."""
         async with inbox_in:
             async for item in read:
@@ -199,10 +204,10 @@ class MCPServer:
                     state["garbage"] = str(item).splitlines()[0][:200]
                 await inbox_in.send(item)
         state["ended"] = True
-        if self._session is not None:
+        if self._session is not None and self._session is state["session"]:
             log.warning("mcp_server_exited", server=self.config.name)
-        self._session = None
-        self._wake.set()
+            self._session = None
+        wake.set()
 
     def _start_error(self, exc: BaseException, errlog: Any, state: dict[str, Any]
                      ) -> ToolError:
