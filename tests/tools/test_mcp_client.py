@@ -144,7 +144,7 @@ async def test_a_server_that_exits_at_start_is_a_tool_error(
 
 async def test_tools_and_arguments(scripted: MCPClients) -> None:
     tools = await scripted.tools("mcp:s")
-    assert set(tools) == {"echo", "huge", "sleep", "die"}
+    assert set(tools) == {"echo", "huge", "sleep", "die", "hangup"}
     assert await tools["echo"].call({"text": "hi", "times": 2}, None) == "hi hi"
     with pytest.raises(ToolError, match=r"bad arguments .*'text' is a required property"):
         await tools["echo"].call({}, None)
