@@ -215,7 +215,8 @@ class Session:
         log.info("wyoming_transcribed", pipeline=self.bound.name, session=self.id,
                  seconds=round(audio.seconds, 2), stt_ms=round(result.elapsed * 1000, 1),
                  text=result.text)
-        await self.send(Transcript(text=result.text, language=self.language).event())
+        # Whisper tiny.en transcribes English whatever language was asked for
+        await self.send(Transcript(text=result.text, language="en").event())
 
     async def _synthesize(self, request: Synthesize) -> None:
         from .models import tts_engine
