@@ -103,9 +103,17 @@ class MCPEndpoint:
 
     async def _hold(self, manager: Any, ready: asyncio.Future[None]) -> None:
         """Keep the session manager's task group open in one task until shutdown."""
-        async with manager.run():
-            ready.set_result(None)
-            await self._stop.wait()
+        try:
+            async with manager.run():
+                ready.set_result(None)
+                await self._stop.wait()
+        except Exception as exc:  # noqa: BLE001 - reported to the request that waits
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                log.error("mcp_endpoint_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._manager = None  # the next request builds a new one (run() is once only)
 
     def _build(self) -> Any:
         from mcp import types
