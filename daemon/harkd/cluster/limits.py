@@ -16,6 +16,7 @@ them everywhere. Open breakers are also kept in a Redis hash, read on (re)connec
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import json
@@ -32,9 +33,29 @@ if TYPE_CHECKING:
 #: how long a replica waits before asking again when another replica holds the slots
 POLL = 0.05
 
-ACQUIRE = """
+#: the sliding minute of ``rpm``/``tpm``: a hash of per-second counts; a second's count
+#: leaves the window 61 s after that second began (on the safe side of 60 s)
+WINDOW = """
+local function window(key, nows)
+  local all = redis.call('HGETALL', key)
+  local sum, oldest = 0, nil
+  for i = 1, #all, 2 do
+    local s = tonumber(all[i])
+    if s <= nows - 61 then
+      redis.call('HDEL', key, all[i])
+    else
+      sum = sum + tonumber(all[i + 1])
+      if oldest == nil or s < oldest then oldest = s end
+    end
+  end
+  return sum, oldest
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nows = tonumber(t[1])
+"""
+
+ACQUIRE = WINDOW + """
 local maxc, rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local tokens, member, lease = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 if maxc > 0 then
@@ -43,19 +64,13 @@ if maxc > 0 then
 end
 local wait = 0
 if rpm > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
-  if redis.call('ZCARD', KEYS[2]) >= rpm then
-    local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    wait = math.max(wait, tonumber(first[2]) + 60000 - now)
-  end
+  local used, oldest = window(KEYS[2], nows)
+  if used >= rpm then wait = math.max(wait, (oldest + 61) * 1000 - now) end
 end
 if tpm > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60000)
-  local all = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
-  local sum = 0
-  for i = 1, #all, 2 do sum = sum + tonumber(string.match(all[i], '|(%-?%d+)$')) end
-  if sum > 0 and sum + tokens > tpm then
-    wait = math.max(wait, tonumber(all[2]) + 60000 - now)
+  local used, oldest = window(KEYS[3], nows)
+  if used > 0 and used + tokens > tpm then
+    wait = math.max(wait, (oldest + 61) * 1000 - now)
   end
 end
 if wait > 0 then return wait end
@@ -64,30 +79,36 @@ if maxc > 0 then
   redis.call('PEXPIRE', KEYS[1], lease)
 end
 if rpm > 0 then
-  redis.call('ZADD', KEYS[2], now, member)
-  redis.call('PEXPIRE', KEYS[2], 61000)
+  redis.call('HINCRBY', KEYS[2], nows, 1)
+  redis.call('PEXPIRE', KEYS[2], 62000)
 end
 if tpm > 0 then
-  redis.call('ZADD', KEYS[3], now, member .. '|' .. tokens)
-  redis.call('PEXPIRE', KEYS[3], 61000)
+  redis.call('HINCRBY', KEYS[3], nows, tokens)
+  redis.call('PEXPIRE', KEYS[3], 62000)
 end
 return 0
 """
 
-RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rpm, want, member = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local used = 0
-for i = 1, #all, 2 do used = used + tonumber(string.match(all[i], '|(%-?%d+)$')) end
+RESERVE = WINDOW + """
+local rpm, want = tonumber(ARGV[1]), tonumber(ARGV[2])
+local used, oldest = window(KEYS[1], nows)
 local free = rpm - used
-if free <= 0 then return {0, tonumber(all[2]) + 60000 - now} end
+if free <= 0 then return {0, (oldest + 61) * 1000 - now} end
 local got = math.min(want, free)
-redis.call('ZADD', KEYS[1], now, member .. '|' .. got)
-redis.call('PEXPIRE', KEYS[1], 61000)
-return {got, now}
+redis.call('HINCRBY', KEYS[1], nows, got)
+redis.call('PEXPIRE', KEYS[1], 62000)
+return {got, nows}
+"""
+
+RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local delta = tonumber(ARGV[2])
+if delta ~= 0 then
+  local t = redis.call('TIME')
+  redis.call('HINCRBY', KEYS[3], t[1], delta)
+  redis.call('PEXPIRE', KEYS[3], 62000)
+end
+return 1
 """
 
 SLOTS = """
@@ -106,18 +127,6 @@ redis.call('PEXPIRE', KEYS[1], lease)
 return {got, now}
 """
 
-RELEASE = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-local delta = tonumber(ARGV[2])
-if delta ~= 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[3], now, ARGV[1] .. ':fix|' .. delta)
-  redis.call('PEXPIRE', KEYS[3], 61000)
-end
-return 1
-"""
-
 _ids = itertools.count()
 #: how long reserved ``rpm`` slots may wait for their calls (seconds); a call counted in
 #: Redis up to this much before it starts keeps the cluster within the limit
@@ -128,6 +137,8 @@ SHARE = 20
 
 #: the lease of a slot given back to this replica's own pool (not to Redis)
 LOCAL = "local"
+#: how long a replica with no call in flight keeps its ``max_concurrent`` slots
+IDLE = 0.25
 
 
 @dataclass
@@ -145,7 +156,7 @@ class _Slots:
 
 @dataclass
 class _Block:
-    """``rpm`` slots reserved at once: counted in Redis as ``member|n`` at ``at``."""
+    """``rpm`` slots reserved at once: counted in Redis in the second ``at``."""
 
     member: str
     at: int
@@ -178,6 +189,7 @@ class SharedLimit:
         self._recent: collections.deque[float] = collections.deque()
         self._held: list[_Slots] = []
         self._in_use = 0
+        self._idle: asyncio.TimerHandle | None = None
         self._slots_key = cluster.key("limit", name, "slots")
 
     async def acquire(self, tokens: int) -> tuple[float | None, str | None]:
@@ -237,19 +249,30 @@ class SharedLimit:
         return True
 
     def _unslot(self) -> None:
-        """A call ended: its slot returns to the held ones; an idle replica gives them
-        all back, a busy one the blocks it no longer needs."""
+        """A call ended: its slot returns to the held ones. A replica idle for
+        :data:`IDLE` gives them all back; a busy one the blocks it no longer needs."""
         self._in_use = max(0, self._in_use - 1)
+        if not self._in_use:
+            if self._idle is None:
+                self._idle = asyncio.get_running_loop().call_later(IDLE, self._when_idle)
+            return
         held = sum(b.n for b in self._held)
-        spare = [] if self._in_use else list(self._held)
-        if self._in_use:
-            # Keep up to twice the newest block spare (so a steady load does not churn).
-            while self._held and held - self._in_use > 2 * self._held[-1].n:
-                block = self._held.pop()
-                held -= block.n
-                spare.append(block)
-        else:
-            self._held = []
+        spare: list[_Slots] = []
+        # Keep spare up to twice the newest block or the calls in flight, so a steady
+        # load does not churn.
+        while self._held and held - self._in_use > max(2 * self._held[-1].n, self._in_use):
+            block = self._held.pop()
+            held -= block.n
+            spare.append(block)
+        self._give_slots(spare)
+
+    def _when_idle(self) -> None:
+        self._idle = None
+        if not self._in_use:
+            spare, self._held = self._held, []
+            self._give_slots(spare)
+
+    def _give_slots(self, spare: list[_Slots]) -> None:
         if spare:
             key, members = self._slots_key, [b.member for b in spare]
             self.cluster.defer(lambda p: p.zrem(key, *members))
@@ -297,7 +320,7 @@ class SharedLimit:
         want = max(1, min(len(recent), rpm // (SHARE * max(1, self.cluster.replicas))))
         member = f"{self.cluster.replica}:{next(_ids)}"
         got, at = await self.cluster.run(lambda r: self._reserve(
-            keys=self.keys[1:2], args=[rpm, want, member], client=r))
+            keys=self.keys[1:2], args=[rpm, want], client=r))
         if int(got) == 0:
             return int(at) / 1000.0
         if int(got) > 1:
@@ -309,9 +332,8 @@ class SharedLimit:
         """Uncount a block's unused slots (at its time, so they expire together)."""
         if block.left <= 0:
             return
-        entry = f"{block.member}:back|{-block.left}"
-        key, at = self.keys[1], block.at
-        self.cluster.defer(lambda p: p.zadd(key, {entry: at}))
+        key, second, left = self.keys[1], block.at, block.left
+        self.cluster.defer(lambda p: p.hincrby(key, str(second), -left))
 
     def release(self, lease: str, estimated: int, actual: int | None) -> None:
         """Give the slot back and correct the token window (in the background)."""

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("harkd.cluster")
 
 T = TypeVar("T")
+#: connections to Redis per replica
+POOL = 32
 Health = Literal["connecting", "up", "down", "slow"]
 Handler = Callable[[dict[str, Any]], None]
 Reconciler = Callable[[], Awaitable[None]]
@@ -69,11 +71,14 @@ class Cluster:
         self.local_ops = 0
         #: times Redis went down or slow
         self.outages = 0
-        self.client: Any = aioredis.Redis.from_url(
-            config.redis, decode_responses=True,
+        # A blocking pool: a burst of calls waits (within cluster.timeout) for one of
+        # POOL connections; the default pool raises "Too many connections" instead.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            config.redis, max_connections=POOL, timeout=None, decode_responses=True,
             socket_connect_timeout=max(config.timeout, 0.5),
             socket_timeout=max(config.timeout * 4, 1.0),
             retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.client: Any = aioredis.Redis.from_pool(pool)
         self._errors = _redis_errors()
         self._handlers: dict[str, Handler] = {}
         self._reconcilers: dict[str, Reconciler] = {}
