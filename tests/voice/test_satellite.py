@@ -59,6 +59,20 @@ async def streaming(d: DaemonHandle, name: str, sat: Satellite) -> None:
     await wait_until(hearing, 30)
 
 
+async def finished_run(d: DaemonHandle, pipeline: str) -> dict[str, Any]:
+    """The newest run of ``pipeline`` once the run log has its end (the reply reaches
+    the speaker a moment before the run is over and written)."""
+    async def done() -> list[dict[str, Any]]:
+        async with d.http.get(d.url(f"/api/runs?pipeline={pipeline}&status=ok")) as resp:
+            runs: list[dict[str, Any]] = (await resp.json())["runs"]
+        return runs
+
+    await wait_until(done, 30, interval=0.1)
+    async with d.http.get(d.url(f"/api/runs/{(await done())[0]['id']}")) as resp:
+        run: dict[str, Any] = await resp.json()
+    return run
+
+
 async def reply_of(sat: Satellite, count: int) -> tuple[dict[str, float], Audio]:
     await wait_until(lambda: len(sat.replies()) >= count, 90, interval=0.1)
     meta, pcm = sat.replies()[count - 1]
@@ -78,11 +92,7 @@ async def test_satellite_turn_is_transcribed_answered_and_spoken(
         assert "you" in heard and "lights" in heard
         assert meta["first"] > sat.spoken()[0]["end"]
 
-        async with d.http.get(d.url("/api/runs?pipeline=kitchen")) as resp:
-            run_id = (await resp.json())["runs"][0]["id"]
-        async with d.http.get(d.url(f"/api/runs/{run_id}")) as resp:
-            run = await resp.json()
-        assert run["status"] == "ok"
+        run = await finished_run(d, "kitchen")
         assert "kitchen lights" in run["steps"][0]["detail"]["text"].lower()
         assert run["trigger_data"]["kind"] == "satellite"
         assert run["trigger_data"]["session"] == "satellite:Kitchen"
@@ -239,15 +249,7 @@ async def test_a_pipeline_that_does_not_speak_leaves_the_speaker_alone(
         await streaming(d, "notes", sat)
         sat.say(speech_pcm(speak, "turn on the kitchen lights"))
 
-        async def finished() -> list[dict[str, Any]]:
-            async with d.http.get(d.url("/api/runs?pipeline=notes&status=ok")) as resp:
-                runs: list[dict[str, Any]] = (await resp.json())["runs"]
-            return runs
-
-        await wait_until(finished, 60, interval=0.2)
-        run_id = (await finished())[0]["id"]
-        async with d.http.get(d.url(f"/api/runs/{run_id}")) as resp:
-            run = await resp.json()
+        run = await finished_run(d, "notes")
         assert run["output"].lower().startswith("noted: turn on the kitchen lights")
         await asyncio.sleep(1.0)
         assert sat.replies() == [] and not list(sat.replies_folder.glob("*"))
