@@ -129,3 +129,32 @@ async def test_mic_is_released_on_remove_and_recovers_from_device_loss(
             await wait_until(lambda: any(e["event"] == "mic_released" for e in logs))
     lost = next(e for e in logs if e["event"] == "mic_device_lost")
     assert lost["retry_in"] > 0
+
+
+EXIT_PROBE = """
+import atexit, sys, threading, time
+import sounddevice as sd
+from harkd.voice import mic
+terminate = sd._terminate
+def probe():
+    print("Pa_Terminate", flush=True)
+    terminate()
+sd._terminate = probe
+if sys.argv[1] == "stuck":
+    stuck = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+    stuck.start()
+    mic._CLOSING.add(stuck)
+atexit.register(mic._exit_guard)
+"""
+
+
+@pytest.mark.parametrize(("state", "terminates"), [("clean", True), ("stuck", False)])
+def test_a_close_stuck_in_portaudio_does_not_hang_interpreter_exit(
+        state: str, terminates: bool) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", EXIT_PROBE, state], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ("Pa_Terminate" in proc.stdout) is terminates

@@ -9,6 +9,7 @@ in ``finally`` when the pipeline is removed or reloaded (the task is cancelled).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import threading
 from collections.abc import Callable
@@ -152,9 +153,31 @@ def _in_daemon_thread(fn: Callable[[], None]) -> asyncio.Future[None]:
             loop.call_soon_threadsafe(_settle, future, exc)
         else:
             loop.call_soon_threadsafe(_settle, future, None)
+        finally:
+            _CLOSING.discard(threading.current_thread())
 
-    threading.Thread(target=work, name="mic-close", daemon=True).start()
+    thread = threading.Thread(target=work, name="mic-close", daemon=True)
+    if not _CLOSING:
+        atexit.register(_exit_guard)  # after sounddevice's own handler, so it runs first
+    _CLOSING.add(thread)
+    thread.start()
     return future
+
+
+#: threads closing a stream; one stuck in PortAudio's abort holds the lock that
+#: Pa_Terminate needs, and sounddevice calls Pa_Terminate at interpreter exit
+_CLOSING: set[threading.Thread] = set()
+
+
+def _exit_guard() -> None:
+    """At exit, with a close still stuck, skip sounddevice's Pa_Terminate: it would hang
+    the process forever, and the operating system frees the device anyway."""
+    if any(t.is_alive() for t in _CLOSING):
+        import sounddevice as sd
+
+        handler = getattr(sd, "_exit_handler", None)
+        if handler is not None:
+            atexit.unregister(handler)
 
 
 def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
