@@ -100,6 +100,23 @@ redis.call('PEXPIRE', KEYS[1], 62000)
 return {got, nows}
 """
 
+RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], now + lease, ARGV[i])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+redis.call('PEXPIRE', KEYS[1], lease)
+return out
+"""
+
 RELEASE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 local delta = tonumber(ARGV[2])
@@ -143,15 +160,14 @@ IDLE = 0.25
 
 @dataclass
 class _Slots:
-    """``max_concurrent`` slots held at once: ``member|n`` in Redis, leased until
-    ``score``; renewed while held, given back when the replica is idle."""
+    """``max_concurrent`` slots held at once: ``member|n`` in Redis, leased; renewed
+    while held, given back when the replica is idle."""
 
     member: str
     n: int
-    score: int
-    #: monotonic time until which the lease is known to hold here
+    #: monotonic time until which a new call may use them: its lease in Redis then
+    #: still outlasts the longest call (``timeout``)
     valid: float
-    renewing: bool = False
 
 
 @dataclass
@@ -190,6 +206,10 @@ class SharedLimit:
         self._held: list[_Slots] = []
         self._in_use = 0
         self._idle: asyncio.TimerHandle | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._renew = cluster.script("limit_renew", RENEW)
+        #: a block reserved or renewed may take new calls this long (seconds)
+        self.fresh = max(1.0, self.lease_ms / 1000 - dep.timeout - 1.0)
         self._slots_key = cluster.key("limit", name, "slots")
 
     async def acquire(self, tokens: int) -> tuple[float | None, str | None]:
@@ -230,22 +250,23 @@ class SharedLimit:
         in Redis (in blocks that grow with the calls in flight here, at most
         ``max_concurrent`` / (:data:`SHARE` x replicas)) when all are in use."""
         now = time.monotonic()
+        # A block whose renewal failed is left to expire in Redis.
         self._held = [b for b in self._held if b.valid > now]
         if self._in_use < sum(b.n for b in self._held):
             self._in_use += 1
-            self._renew(now)
             return True
         maxc = self.limits[0]
         cap = maxc // (SHARE * max(1, self.cluster.replicas))
         want = max(1, min(cap, self._in_use // 2))
         member = f"{self.cluster.replica}:{next(_ids)}"
-        got, at = await self.cluster.run(lambda r: self._slots_script(
+        got, _ = await self.cluster.run(lambda r: self._slots_script(
             keys=[self._slots_key], args=[maxc, want, member, self.lease_ms], client=r))
         if int(got) == 0:
             return False
-        self._held.append(_Slots(f"{member}|{int(got)}", int(got), int(at) + self.lease_ms,
-                                 time.monotonic() + self.lease_ms / 2000))
+        self._held.append(_Slots(f"{member}|{int(got)}", int(got), now + self.fresh))
         self._in_use += 1
+        if self._renewer is None or self._renewer.done():
+            self._renewer = self.cluster.spawn(self._renewing())
         return True
 
     def _unslot(self) -> None:
@@ -277,26 +298,28 @@ class SharedLimit:
             key, members = self._slots_key, [b.member for b in spare]
             self.cluster.defer(lambda p: p.zrem(key, *members))
 
-    def _renew(self, now: float) -> None:
-        """Extend the leases of held blocks past half their time (in the background;
-        a block whose renewal fails lapses here too)."""
-        for block in self._held:
-            if block.renewing or block.valid - now > self.lease_ms / 4000:
-                continue
-            block.renewing = True
-            self.cluster.spawn(self._renew_one(block))
+    async def _renewing(self) -> None:
+        """While blocks are held: extend their leases every ``fresh / 2`` seconds."""
+        while self._held:
+            await asyncio.sleep(self.fresh / 2)
+            held = list(self._held)
+            if not held:
+                return
+            t0 = time.monotonic()
+            args = [self.lease_ms, *(b.member for b in held)]
 
-    async def _renew_one(self, block: _Slots) -> None:
-        t0 = time.monotonic()
-        try:
-            now_ms = await self.cluster.run(lambda r: r.time())
-            score = int(now_ms[0]) * 1000 + int(now_ms[1]) // 1000 + self.lease_ms
-            updated = await self.cluster.run(lambda r: r.zadd(
-                self._slots_key, {block.member: score}, xx=True, ch=True))
-            if int(updated):
-                block.score, block.valid = score, t0 + self.lease_ms / 2000
-        finally:
-            block.renewing = False
+            async def renew(client: Any, args: list[Any] = args) -> Any:
+                return await self._renew(keys=[self._slots_key], args=args, client=client)
+
+            try:
+                flags = await self.cluster.run(renew)
+            except Unavailable:
+                return  # the blocks lapse here when their time is up
+            for block, kept in zip(held, flags, strict=True):
+                if int(kept):
+                    block.valid = t0 + self.fresh
+                elif block in self._held:
+                    self._held.remove(block)
 
     async def _from_stock(self) -> float:
         """An ``rpm`` slot from this replica's stock, reserving a block in Redis when it

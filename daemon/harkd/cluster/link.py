@@ -173,12 +173,13 @@ class Cluster:
             with contextlib.suppress(Unavailable):
                 await self.run(send)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a shared write in the background (a limit slot given back, a breaker
-        shared); its failure only marks Redis down."""
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
+        """Run shared work in the background (a breaker shared, leases renewed) until it
+        ends or the link closes; its failure only marks Redis down."""
         task = asyncio.create_task(self._quiet(coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _quiet(self, coro: Coroutine[Any, Any, Any]) -> None:
         with contextlib.suppress(Unavailable):
