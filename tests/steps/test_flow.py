@@ -161,7 +161,6 @@ steps:
     statuses = {s["path"]: s["status"] for s in record["steps"]}
     assert statuses["0.parallel.broken.1"] == "error"
     assert statuses["0.parallel.slow.0"] == "cancelled"
-    assert record["duration_ms"] < 30_000
 
 
 async def test_a_run_timeout_reaches_every_branch(tmp_path: Path) -> None:
