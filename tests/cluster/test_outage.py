@@ -116,3 +116,32 @@ async def test_a_hung_redis_is_slow_and_requests_do_not_wait_for_it(
         async with a.http.get(a.url("/metrics")) as resp:
             text = await resp.text()
         assert 'harkd_cluster_redis_outages_total{replica="a"} 1.0' in text
+
+
+async def test_a_replica_starts_while_redis_is_down_and_joins_when_it_is_up(
+        tmp_path: Path, own_redis: RedisServer, prefix: str,
+        upstream: ScriptedUpstream) -> None:
+    own_redis.kill()
+    with capture_logs() as logs:
+        async with run_daemon(tmp_path / "a", {"chat": CHAT},
+                              config=cluster_config(own_redis.url, prefix, "a",
+                                                    upstream)) as a:
+            assert await health(a) == "down"
+            async with a.http.post(a.url("/hooks/chat"),
+                                   json={"user": "s", "text": "early"}) as resp:
+                assert resp.status == 200
+            own_redis.start()
+
+            async def up() -> bool:
+                return await health(a) == "up"
+
+            await wait_until(up, timeout=20)
+            async with a.http.post(a.url("/hooks/chat"),
+                                   json={"user": "s", "text": "later"}) as resp:
+                assert resp.status == 200
+            # The turn from before Redis came up was pushed to it.
+            sent = [m["content"] for m in upstream.last("m1").body["messages"]]
+            assert sent == ["early", "echo: early", "later"]
+    assert [e["event"] for e in logs if e["event"].startswith("cluster_redis")] == [
+        "cluster_redis_down", "cluster_redis_back"]  # logged once each
+    assert any(e["event"] == "cluster_sessions_replayed" and e["turns"] == 2 for e in logs)
