@@ -21,6 +21,7 @@ import collections
 import itertools
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +146,8 @@ return {got, now}
 """
 
 _ids = itertools.count()
+#: keeps slot names apart even if two replicas were given the same id
+_PROCESS = uuid.uuid4().hex[:8]
 #: how long reserved ``rpm`` slots may wait for their calls (seconds); a call counted in
 #: Redis up to this much before it starts keeps the cluster within the limit
 VALID = 1.0
@@ -218,7 +221,7 @@ class SharedLimit:
         :class:`~harkd.cluster.link.Unavailable` when Redis is."""
         if self.blocks:
             return await self._blocks()
-        member = f"{self.cluster.replica}:{next(_ids)}"
+        member = f"{self.cluster.replica}:{_PROCESS}:{next(_ids)}"
         maxc, rpm, tpm = self.limits
         out = int(await self.cluster.run(lambda r: self._acquire(
             keys=self.keys, args=[maxc, rpm, tpm, tokens, member, self.lease_ms], client=r)))
@@ -258,7 +261,7 @@ class SharedLimit:
         maxc = self.limits[0]
         cap = maxc // (SHARE * max(1, self.cluster.replicas))
         want = max(1, min(cap, self._in_use // 2))
-        member = f"{self.cluster.replica}:{next(_ids)}"
+        member = f"{self.cluster.replica}:{_PROCESS}:{next(_ids)}"
         got, _ = await self.cluster.run(lambda r: self._slots_script(
             keys=[self._slots_key], args=[maxc, want, member, self.lease_ms], client=r))
         if int(got) == 0:
@@ -341,7 +344,7 @@ class SharedLimit:
             self._give_back(block)
         rpm = self.limits[1]
         want = max(1, min(len(recent), rpm // (SHARE * max(1, self.cluster.replicas))))
-        member = f"{self.cluster.replica}:{next(_ids)}"
+        member = f"{self.cluster.replica}:{_PROCESS}:{next(_ids)}"
         got, at = await self.cluster.run(lambda r: self._reserve(
             keys=self.keys[1:2], args=[rpm, want], client=r))
         if int(got) == 0:
