@@ -100,14 +100,18 @@ class Live:
         return self.d.base
 
     def post(self, path: str, body: Any) -> tuple[int, str, str]:
-        """POST JSON; (status, run id, body text)."""
+        """POST JSON; (status, run id, body text). A run that answered is in the run log
+        when this returns (its writer batches every 50 ms)."""
         req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, r.headers.get("X-Harkd-Run-Id", ""), r.read().decode()
+                out = r.status, r.headers.get("X-Harkd-Run-Id", ""), r.read().decode()
         except urllib.error.HTTPError as e:
-            return e.code, e.headers.get("X-Harkd-Run-Id", ""), e.read().decode()
+            out = e.code, e.headers.get("X-Harkd-Run-Id", ""), e.read().decode()
+        if self.d.daemon.runlog is not None:
+            self.d.daemon.runlog.flush_sync()
+        return out
 
     def write(self, name: str, text: str) -> None:
         self.call(self.d.write(name, text))
