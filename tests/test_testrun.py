@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from test_cli_check import REPO, harkd
 
 GOOD = """
@@ -113,3 +115,54 @@ def test_pipeline_steps_call_the_folders_other_pipelines(tmp_path: Path) -> None
     r = harkd("test", str(tmp_path / "outer.yaml"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[-1] == "1 passed, 0 failed"
+
+
+LIVE = """
+trigger: {http: {}}
+steps:
+  - http: {url: "BASE/item", method: GET}
+    as: item
+  - llm: {prompt: "Describe {{ vars.item.name }}"}
+tests:
+  - name: reaches the network and the configured model
+    input: {}
+    expect: {output: "A lamp, live."}
+"""
+
+
+@pytest.mark.anyio
+async def test_live_uses_the_network_and_the_configured_models(tmp_path: Path) -> None:
+    import asyncio
+    import json
+    import sys
+
+    from aiohttp import web
+
+    from harkd.testing import serve_app
+    from harkd.testing_upstream import Reply, ScriptedUpstream
+
+    async def item(request: web.Request) -> web.Response:
+        return web.json_response({"name": "lamp"})
+
+    async with ScriptedUpstream() as up, serve_app({"/item": item}) as base:
+        up.default("m", Reply(text="A lamp, live."))
+        (tmp_path / "live.yaml").write_text(LIVE.replace("BASE", base))
+        config = tmp_path / "harkd.yaml"
+        config.write_text(json.dumps({"models": {"default": [
+            {"model": "openai/m", "api_base": up.v1, "api_key": "x"}]}}))
+
+        async def run(*extra: str) -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "harkd", "test", "--config", str(config),
+                str(tmp_path / "live.yaml"), *extra, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode is not None
+            return proc.returncode, out.decode()
+
+        code, out = await run()
+        assert code == 1 and "tests do not reach the network" in out, out
+        code, out = await run("--live")
+        assert code == 0, out
+        assert out.splitlines()[-1] == "1 passed, 0 failed"
+    assert up.last("m").body["messages"][-1]["content"] == "Describe lamp"
