@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 SHARED_KEY = "metrics"
 RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
+VOICE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1, 1.2, 1.5, 2, 3, 5, 10)
+#: steps whose run-log records hold voice timings
+VOICE_KINDS = frozenset({"stt", "llm", "tts", "play"})
 
 
 class Metrics:
@@ -52,6 +55,12 @@ class Metrics:
         self.step_duration = Histogram("harkd_step_duration_seconds",
                                        "Step durations (skipped steps are not counted).",
                                        ["pipeline", "kind"], buckets=RUN_BUCKETS, registry=r)
+        self.voice = Histogram("harkd_voice_stage_seconds",
+                               "Stages of a voice turn: endpointing (end of speech to the "
+                               "end decision), stt, llm_first_token, first_audio (the "
+                               "reply step's start to its first audio) and voice_to_voice "
+                               "(end of speech to the first reply audio).",
+                               ["pipeline", "stage"], buckets=VOICE_BUCKETS, registry=r)
         self.loads = Counter("harkd_pipeline_loads",
                              "Pipeline file changes applied: loaded, stale (an invalid "
                              "edit kept the old version), rejected, removed.",
@@ -91,9 +100,35 @@ class Metrics:
         name = run.pipeline.name
         self._child(self.runs, name, str(run.trigger.get("kind", "")), result.status).inc()
         self._child(self.run_duration, name).observe(result.duration)
+        speech_end: float | None = None
         for step in run.steps:
-            if not step.skipped:
-                self._child(self.step_duration, name, step.kind).observe(step.duration)
+            if step.skipped:
+                continue
+            self._child(self.step_duration, name, step.kind).observe(step.duration)
+            if step.kind in VOICE_KINDS and step.detail:
+                speech_end = self._voice(name, step.kind, step.detail, speech_end)
+
+    def _voice(self, name: str, kind: str, detail: dict[str, Any],
+               speech_end: float | None) -> float | None:
+        """Observe the voice stages one step's record holds; return when the turn's
+        speech ended (from the stt step's turn trace), for voice_to_voice."""
+        def stage(label: str, seconds: float) -> None:
+            self._child(self.voice, name, label).observe(max(0.0, seconds))
+
+        turn = detail.get("turn")
+        if kind == "stt" and isinstance(turn, dict) and "waited" in turn:
+            stage("endpointing", float(turn["waited"]))
+            if "ended_wall" in turn:
+                speech_end = float(turn["ended_wall"]) - float(turn["waited"])
+        if kind == "stt" and "stt_ms" in detail:
+            stage("stt", detail["stt_ms"] / 1000)
+        if kind == "llm" and speech_end is not None and "ttft_ms" in detail:
+            stage("llm_first_token", detail["ttft_ms"] / 1000)
+        if "first_audio_ms" in detail:
+            stage("first_audio", detail["first_audio_ms"] / 1000)
+            if speech_end is not None and "first_audio_at" in detail:
+                stage("voice_to_voice", detail["first_audio_at"] - speech_end)
+        return speech_end
 
     # -- catalog listener ------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from harkd.testing import run_daemon
 from harkd.voice.frames import Audio, read_wav
 
 from .conftest import Models, Speak
-from .test_wsaudio import events, receive, send_pcm
+from .test_wsaudio import events, receive, send_pcm, voice_stages
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
@@ -45,3 +45,7 @@ async def test_spoken_question_gets_a_spoken_llm_answer(
         header = next(e for e in events(log) if e["type"] == "audio")
         pcm = b"".join(x for x in log if isinstance(x, bytes))
         assert models.transcribe(Audio(pcm, header["sample_rate"])).strip()
+        async with d.http.get(d.url("/metrics")) as resp:
+            stages = voice_stages(await resp.text(), "ask")
+        assert set(stages) == {"endpointing", "stt", "llm_first_token", "first_audio",
+                               "voice_to_voice"}, stages

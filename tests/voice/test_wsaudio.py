@@ -90,8 +90,28 @@ async def test_audio_turn_gives_transcript_speech_and_result(
         assert result["output"].lower().startswith("you said turn on the kitchen lights")
         async with d.http.get(d.url(f"/api/runs/{result['run_id']}")) as resp:
             run = await resp.json()
+        async with d.http.get(d.url("/metrics")) as resp:
+            metrics = await resp.text()
         assert wav.seconds > 1.0
         assert "turn" in json.dumps(run)
+        stages = voice_stages(metrics, "echo")
+        assert set(stages) == {"endpointing", "stt", "first_audio", "voice_to_voice"}, stages
+        assert all(count == 1 for count, _ in stages.values()), stages
+        # end of speech to first reply audio covers the stages between them
+        v2v = stages["voice_to_voice"][1]
+        assert v2v >= stages["endpointing"][1] + stages["stt"][1], stages
+
+
+def voice_stages(metrics: str, pipeline: str) -> dict[str, tuple[int, float]]:
+    """``stage -> (count, sum)`` of ``harkd_voice_stage_seconds`` for one pipeline."""
+    found: dict[str, list[float]] = {}
+    for line in metrics.splitlines():
+        for part, index in (("_count{", 0), ("_sum{", 1)):
+            prefix = "harkd_voice_stage_seconds" + part
+            if line.startswith(prefix) and f'pipeline="{pipeline}"' in line:
+                stage = line.split('stage="')[1].split('"')[0]
+                found.setdefault(stage, [0, 0.0])[index] = float(line.rsplit(" ", 1)[1])
+    return {k: (int(v[0]), v[1]) for k, v in found.items()}
 
 
 def open_pcm(path: Path) -> bytes:
