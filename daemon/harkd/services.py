@@ -42,6 +42,16 @@ class Services:
         #: ``harkd test`` without ``--live``: steps that would reach the network refuse
         self.offline = False
 
+    def check_network(self, what: str) -> None:
+        """Called by a step before it reaches the network (``what``: its request, for the
+        message); under ``harkd test`` without ``--live`` it raises StepError instead."""
+        if self.offline:
+            from .errors import StepError
+
+            raise StepError(f"{what}: tests do not reach the network; name this step "
+                            "(`as: NAME`) and give the test `steps: {NAME: OUTPUT}`, or run "
+                            "`harkd test --live`")
+
     def http(self) -> aiohttp.ClientSession:
         """The pooled client session for outgoing HTTP from steps."""
         if self._http is None or self._http.closed:

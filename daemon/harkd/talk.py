@@ -71,22 +71,27 @@ async def lines_from(stream: TextIO, prompt: str | None) -> AsyncIterator[str]:
 
 async def talk_text(ep: Endpoint, lines: AsyncIterator[str], out: TextIO) -> int:
     """Send each line as one run; print deltas, then the result. 0 if every run succeeded."""
+    failed = 0
+    async with await _connect(ep) as ws:
+        async for line in lines:
+            await ws.send(line)
+            async with asyncio.timeout(RUN_TIMEOUT):
+                failed += not await _one_reply(ws, out)
+    return 1 if failed else 0
+
+
+async def _connect(ep: Endpoint) -> Any:
+    """Open the pipeline's WebSocket; a refusal or a failure to connect is a TalkError."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-    failed = 0
     try:
-        async with connect(ep.url, additional_headers=ep.headers, max_size=None) as ws:
-            async for line in lines:
-                await ws.send(line)
-                async with asyncio.timeout(RUN_TIMEOUT):
-                    failed += not await _one_reply(ws, out)
+        return await connect(ep.url, additional_headers=ep.headers, max_size=None)
     except InvalidStatus as exc:
         raise TalkError(f"{ep.url} refused the connection "
                         f"({exc.response.status_code})") from None
     except (InvalidHandshake, OSError) as exc:
         raise TalkError(f"cannot connect to {ep.url}: {exc}") from None
-    return 1 if failed else 0
 
 
 async def _one_reply(ws: Any, out: TextIO) -> bool:
@@ -120,8 +125,7 @@ async def talk_mic(ep: Endpoint, out: TextIO, *, turns: int | None = None,
     """Stream the microphone to an audio-mode pipeline; print transcripts and replies and
     play reply audio on the default output. Ends after ``turns`` results (never when
     None) or when the daemon closes the connection."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    from websockets.exceptions import ConnectionClosed
 
     from .voice.capture import Capture
     from .voice.frames import RATE
@@ -130,7 +134,7 @@ async def talk_mic(ep: Endpoint, out: TextIO, *, turns: int | None = None,
     await asyncio.to_thread(capture.open, asyncio.get_running_loop())
     failed = 0
     try:
-        async with connect(ep.url, additional_headers=ep.headers, max_size=None) as ws:
+        async with await _connect(ep) as ws:
             await ws.send(json.dumps({"type": "start", "sample_rate": RATE}))
             print(f"listening on {capture.describe()}; speak (Ctrl-C to stop)",
                   file=sys.stderr)
@@ -147,11 +151,6 @@ async def talk_mic(ep: Endpoint, out: TextIO, *, turns: int | None = None,
             finally:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
-    except InvalidStatus as exc:
-        raise TalkError(f"{ep.url} refused the connection "
-                        f"({exc.response.status_code})") from None
-    except (InvalidHandshake, OSError) as exc:
-        raise TalkError(f"cannot connect to {ep.url}: {exc}") from None
     finally:
         await asyncio.to_thread(capture.close)
     return 1 if failed else 0

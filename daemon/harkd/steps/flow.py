@@ -10,11 +10,12 @@ reaches every branch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..engine import branch, recover, run_steps
+from ..engine import StepRecord, branch, recover, run_steps
 from ..errors import StepError, first_error
 from ..pipeline import ON_ERROR_SCHEMA, STEPS_REF
 from ..registry import StepKind
@@ -183,13 +184,9 @@ class ParallelStep:
                      for s in (b.steps, b.on_error) if isinstance(s, tuple))
 
 
-def _branch_record(run: Run, path: str, name: str) -> Any:
+def _branch_record(run: Run, path: str, name: str) -> StepRecord:
     """A run-log record for a branch's failure, so the waterfall shows what its
     ``on_error`` handled."""
-    import time
-
-    from ..engine import StepRecord
-
     rec = StepRecord(0, "branch", name, time.time(), path=f"{path}.parallel.{name}")
     run.steps.append(rec)
     return rec

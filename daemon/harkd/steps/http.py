@@ -44,10 +44,7 @@ class HttpStep:
             body = self.body.render(ctx)
             kwargs["data"] = body if isinstance(body, str | bytes) else json.dumps(body)
         run.step.detail.update(method=self.method, url=url)
-        if run.services.offline:
-            raise StepError(f"{self.method} {url}: tests do not reach the network; name this "
-                            "step (`as: NAME`) and give the test `steps: {NAME: OUTPUT}`, or "
-                            "run `harkd test --live`")
+        run.services.check_network(f"{self.method} {url}")
         try:
             async with run.services.http().request(
                 self.method, url, timeout=aiohttp.ClientTimeout(total=self.timeout), **kwargs

@@ -53,10 +53,7 @@ class WebSocketStep:
         headers = {str(k): str(v) for k, v in (self.headers.render(ctx) or {}).items()}
         record = run.step
         record.detail["url"] = REDACTOR(url)
-        if run.services.offline:
-            raise StepError(f"websocket {url}: tests do not reach the network; name this step "
-                            "(`as: NAME`) and give the test `steps: {NAME: OUTPUT}`, or run "
-                            "`harkd test --live`")
+        run.services.check_network(f"websocket {url}")
         try:
             async with asyncio.timeout(self.timeout):
                 messages = await self._exchange(run, url, headers, payload)
