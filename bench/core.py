@@ -277,8 +277,8 @@ def startup(report: Report, scale: Scale, n: int = 100) -> dict[str, list[float]
             py = timed_run([str(HARKD_PY), "-c", "pass"])
             m["python"].append(py.seconds * 1000)
             m["python_cpu"].append(py.cpu * 1000)
-            imp = timed_run([str(HARKD_PY), "-c", "import harkd.check, harkd.registry; "
-                             "harkd.registry.default()"])
+            imp = timed_run([str(HARKD_PY), "-c", "import harkd.check, harkd.core.registry; "
+                             "harkd.core.registry.default()"])
             m["import_cpu"].append(imp.cpu * 1000)
         # Which heavy modules did `harkd run` and `harkd check` import?
         seen: dict[str, list[str]] = {}

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from harkd import logs
-from harkd.concurrency import Gate
-from harkd.engine import Bound
+from harkd.core.concurrency import Gate
+from harkd.core.engine import Bound
+from harkd.core.loader import load_bytes
+from harkd.core.registry import default as default_registry
 from harkd.errors import Position
-from harkd.loader import load_bytes
-from harkd.registry import default as default_registry
 from harkd.services import Services
 from harkd.settings import Settings
 from harkd.templates import text

@@ -274,7 +274,7 @@ def footprint(report: Report, scale: Scale) -> dict[str, dict[str, list[float]]]
 def gateway(report: Report, scale: Scale) -> dict[str, dict[int, dict[str, float]]]:
     out: dict[str, dict[int, dict[str, float]]] = {}
     if not gateway_exists():
-        report.note("Gateway overhead not measured: daemon/harkd/gateway.py does not exist "
+        report.note("Gateway overhead not measured: daemon/harkd/http/gateway.py does not exist "
                     "yet (issue 3).")
         return out
     chat = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}

@@ -183,7 +183,7 @@ async def run_local() -> dict[str, Any]:
 
     import openai
 
-    from harkd.registry import default
+    from harkd.core.registry import default
     from harkd.router import ChatRequest
     from harkd.services import Services
     from harkd.settings import Settings

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from harkd.pipeline import Build
-from harkd.registry import StepKind
+from harkd.core.pipeline import Build
+from harkd.core.registry import StepKind
 from harkd.streams import TextStream
 from harkd.templates import Renderable
 from harkd.testing import registered

@@ -102,7 +102,7 @@ async def test_openapi_names_every_route_and_answers_match_it(tmp_path: Path) ->
 
 
 async def test_openapi_schema_is_itself_valid_json_schema(tmp_path: Path) -> None:
-    from harkd.openapi import document
+    from harkd.http.openapi import document
 
     doc = document("test")
     for schema in doc["components"]["schemas"].values():

@@ -9,8 +9,8 @@ import pytest
 
 from harkd import compose
 from harkd.check import check
+from harkd.core.pipeline import Pipeline
 from harkd.errors import ConfigErrors, RunError
-from harkd.pipeline import Pipeline
 from harkd.runtime import Runtime
 from harkd.settings import Settings
 

@@ -11,9 +11,9 @@ from typing import Any
 import anyio
 import pytest
 
+from harkd.core.registry import TriggerKind
 from harkd.daemon import EX_SOFTWARE, Daemon, StartupError
 from harkd.errors import first_error
-from harkd.registry import TriggerKind
 from harkd.settings import Settings
 from harkd.testing import capture_logs, free_port, registered, run_daemon, wait_until
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harkd import registry, schema
+from harkd.core import registry, schema
 
 REPO = Path(__file__).resolve().parents[1]
 

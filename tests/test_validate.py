@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from harkd.core.loader import load_bytes
 from harkd.errors import ConfigError
-from harkd.loader import load_bytes
 
 
 def errors(text: str | bytes, environ: dict[str, str] | None = None) -> list[ConfigError]:

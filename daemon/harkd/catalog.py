@@ -27,10 +27,10 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from .concurrency import Gate
-from .engine import Bound
+from .core.concurrency import Gate
+from .core.engine import Bound
+from .core.loader import Loaded, digest, discover, load_file, pipeline_name
 from .errors import ConfigError, HarkError
-from .loader import Loaded, digest, discover, load_file, pipeline_name
 from .services import Services
 from .settings import build_settings
 

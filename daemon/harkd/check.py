@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import settings as settings_mod
+from .core.loader import SUFFIXES, discover, load_file, pipeline_name
+from .core.registry import Registry
+from .core.registry import default as default_registry
 from .errors import ConfigError, ConfigErrors, Position
-from .loader import SUFFIXES, discover, load_file, pipeline_name
-from .registry import Registry
-from .registry import default as default_registry
 
 CONFIG_NAMES = ("harkd.yaml", "harkd.yml")
 

@@ -371,7 +371,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from . import registry, schema
+    from .core import registry, schema
 
     reg = registry.Registry.from_entry_points("harkd") if args.builtin else registry.default()
     docs = {
@@ -394,7 +394,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from . import registry
+    from .core import registry
 
     reg = registry.default()
     kinds = sorted(reg.describe(), key=lambda k: (k["origin"] != f"harkd {__version__}",

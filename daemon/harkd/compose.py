@@ -2,7 +2,7 @@
 
 ``template("Summarise: {{ input }}") | llm(model="default")`` is a :class:`Chain`. It
 compiles through the same loader as a file (schema validation, templates, the step
-builders), into the same :class:`~harkd.pipeline.Pipeline`, and runs on the same engine:
+builders), into the same :class:`~harkd.core.pipeline.Pipeline`, and runs on the same engine:
 there is no second implementation. ``chain.to_yaml()`` writes a file ``harkd check``
 accepts; :func:`load` reads a file back into a Chain.
 """
@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .core.registry import Registry
 from .errors import ConfigErrors
-from .registry import Registry
 
 if TYPE_CHECKING:
-    from .engine import Event, RunResult
-    from .pipeline import Pipeline
+    from .core.engine import Event, RunResult
+    from .core.pipeline import Pipeline
     from .runtime import Runtime
 
 MODELINE = "# yaml-language-server: $schema=../schemas/pipeline.schema.json\n"
@@ -107,7 +107,7 @@ class Chain:
     def compile(self, name: str = "inline", registry: Registry | None = None) -> Pipeline:
         """Compile through the file loader; raises ConfigErrors with positions in the
         YAML this chain dumps to."""
-        from .loader import load_bytes
+        from .core.loader import load_bytes
 
         loaded = load_bytes(f"{name}.yaml", self.to_yaml().encode(), registry=registry)
         if loaded.pipeline is None:
@@ -165,7 +165,7 @@ def _output(result: RunResult) -> Any:
 
 def load(source: str | Path) -> Chain:
     """A pipeline file (a path, or YAML text) as a Chain; validated like ``harkd check``."""
-    from .loader import load_bytes
+    from .core.loader import load_bytes
 
     is_path = isinstance(source, Path) or "\n" not in str(source)
     text = Path(source).read_text() if is_path else str(source)
@@ -173,7 +173,7 @@ def load(source: str | Path) -> Chain:
     if loaded.pipeline is None:
         raise ConfigErrors(list(loaded.errors))
     data = yaml.safe_load(text)
-    from .pipeline import STEP_META
+    from .core.pipeline import STEP_META
 
     steps = []
     for item in data["steps"]:

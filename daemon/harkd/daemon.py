@@ -23,10 +23,10 @@ from anyio.abc import TaskGroup, TaskStatus
 from . import __version__
 from . import settings as settings_mod
 from .catalog import Catalog
+from .core.registry import Registry
+from .core.registry import default as default_registry
 from .errors import ConfigErrors, HarkError, first_error
 from .notify import Notifier
-from .registry import Registry
-from .registry import default as default_registry
 from .runlog import RunLog
 from .services import Services
 from .settings import Settings
@@ -88,12 +88,13 @@ class Daemon:
         app[DAEMON] = self
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/readyz", _readyz)
-        from . import api, console, gateway
+        from . import console
+        from .http import api, gateway
 
         api.setup(app, self)
         gateway.setup(app, self)
         console.setup(app, self)
-        from . import mcp_server
+        from .http import mcp_server
 
         mcp_server.setup(app, self)
         from . import telemetry

@@ -1,7 +1,7 @@
 """The one exception root of harkd and its branches.
 
 Every error harkd raises on purpose subclasses :class:`HarkError`. Only the run boundary
-(:mod:`harkd.engine`) catches broadly, and it records what it caught on the run.
+(:mod:`harkd.core.engine`) catches broadly, and it records what it caught on the run.
 """
 
 from __future__ import annotations

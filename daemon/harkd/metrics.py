@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from .catalog import Entry
-    from .engine import Run, RunResult
+    from .core.engine import Run, RunResult
     from .router.types import Attempt
     from .services import Services
 
@@ -42,7 +42,7 @@ VOICE_KINDS = frozenset({"stt", "llm", "tts", "play"})
 
 
 class Metrics:
-    """The metrics of one daemon; a :class:`~harkd.engine.RunObserver`."""
+    """The metrics of one daemon; a :class:`~harkd.core.engine.RunObserver`."""
 
     def __init__(self, services: Services) -> None:
         self.services = services

@@ -33,7 +33,7 @@ from .secrets import REDACTOR
 from .values import jsonable
 
 if TYPE_CHECKING:
-    from .engine import Run, RunResult
+    from .core.engine import Run, RunResult
     from .settings import Settings
 
 log = structlog.get_logger("harkd.runlog")
@@ -150,7 +150,7 @@ def _steps(run: Run, limit: int) -> str:
 
 
 class RunLog:
-    """The SQLite run log of one daemon; a :class:`~harkd.engine.RunObserver`.
+    """The SQLite run log of one daemon; a :class:`~harkd.core.engine.RunObserver`.
 
     Create it with :meth:`open`; :meth:`close` writes what is queued and stops the
     writer thread. Queries run in a worker thread on their own connection.

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from .catalog import Catalog
-from .engine import EventSink, RunResult
+from .core.engine import EventSink, RunResult
+from .core.registry import default as default_registry
 from .errors import HarkError
-from .registry import default as default_registry
 from .services import Services
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline
+    from .core.pipeline import Pipeline
 
 T = TypeVar("T")
 
@@ -166,8 +166,8 @@ class Runtime:
 
     async def run_pipeline(self, pipeline: Pipeline, data: Any = None,
                            emit: EventSink | None = None) -> RunResult:
-        from .concurrency import Gate
-        from .engine import Bound
+        from .core.concurrency import Gate
+        from .core.engine import Bound
 
         bound = Bound(pipeline, Gate(pipeline.concurrency), self.services())
         return await bound.run(bound.new_run(data, {"kind": "python"}, emit,

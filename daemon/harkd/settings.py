@@ -153,7 +153,7 @@ def find_config(explicit: str | os.PathLike[str] | None, environ: Mapping[str, s
 
 def read_config(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     """Read, validate and substitute one ``harkd.yaml``; raises ConfigErrors."""
-    from .validate import validate_config
+    from .core.validate import validate_config
 
     name = str(path)
     try:

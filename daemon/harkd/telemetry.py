@@ -28,8 +28,8 @@ from .secrets import REDACTOR
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from .core.engine import Run, RunResult, StepRecord
     from .daemon import Daemon
-    from .engine import Run, RunResult, StepRecord
 
 MAX_CONTENT = 4096
 SHARED_KEY = "telemetry"

@@ -28,8 +28,8 @@ from typing import Any
 import aiohttp
 import structlog
 
+from .core.registry import StepKind, TriggerKind
 from .daemon import Daemon
-from .registry import StepKind, TriggerKind
 from .settings import Settings
 
 __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",
@@ -49,8 +49,8 @@ def capture_logs() -> Iterator[list[dict[str, Any]]]:
 def registered(kind: StepKind | TriggerKind) -> Iterator[None]:
     """Add a step or trigger kind to the default registry for the duration of a test
     (a test-only kind, or your plugin's before it is installed), then take it out."""
-    from . import validate
-    from .registry import default
+    from .core import validate
+    from .core.registry import default
 
     reg = default()
     reg.add(kind, origin="tests")

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .concurrency import Gate
-from .engine import Bound, RunResult
+from .core.concurrency import Gate
+from .core.engine import Bound, RunResult
+from .core.loader import discover, load_file
+from .core.pipeline import Pipeline
+from .core.registry import Registry
+from .core.registry import default as default_registry
 from .errors import ConfigError
-from .loader import discover, load_file
-from .pipeline import Pipeline
-from .registry import Registry
-from .registry import default as default_registry
 from .services import Services
 from .settings import Settings, aliases, build_settings
 

@@ -95,7 +95,7 @@ async def test_http_get_needs_an_allowlisted_host() -> None:
 
 
 async def test_http_get_fetches_allowed_host(tmp_path: Path) -> None:
-    from harkd.registry import default
+    from harkd.core.registry import default
     from harkd.services import Services
     from harkd.settings import Settings
     from harkd.testing_upstream import ScriptedUpstream

@@ -8,8 +8,8 @@ from importlib import metadata
 from pathlib import Path
 
 import harkd
-from harkd.loader import load_bytes
-from harkd.validate import RENAMED
+from harkd.core.loader import load_bytes
+from harkd.core.validate import RENAMED
 
 
 def _harkd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,7 +61,7 @@ def test_an_unrelated_unknown_key_gets_no_rename_hint() -> None:
 
 
 def test_every_new_name_in_the_table_is_a_key_harkd_knows() -> None:
-    from harkd import registry, schema
+    from harkd.core import registry, schema
 
     pipeline = schema.pipeline_schema(registry.default())
     config = schema.config_schema()

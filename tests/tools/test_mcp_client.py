@@ -229,7 +229,7 @@ def _gone(pid: int) -> bool:
 
 
 async def test_a_reload_that_changes_mcp_restarts_the_servers() -> None:
-    from harkd.registry import default
+    from harkd.core.registry import default
     from harkd.services import Services
     from harkd.settings import Settings
     from harkd.tools.mcp_client import clients

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harkd.registry import default as default_registry
+from harkd.core.registry import default as default_registry
 from harkd.testing import run_daemon
 from harkd.voice.frames import Audio, read_wav
 

@@ -19,8 +19,8 @@ from ..logs import LEVELS, TAIL
 
 if TYPE_CHECKING:
     from ..catalog import Entry
+    from ..core.engine import Run, RunResult
     from ..daemon import Daemon
-    from ..engine import Run, RunResult
 
 HUB_KEY = "console.hub"
 QUEUE = 256

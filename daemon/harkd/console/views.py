@@ -21,8 +21,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from .. import __version__
-from ..api import RUN_STATUSES
 from ..errors import HarkError
+from ..http.api import RUN_STATUSES
 from ..logs import TAIL
 from ..secrets import REDACTOR
 from . import HERE, STATIC
@@ -305,7 +305,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    from ..api import COOKIE
+    from ..http.api import COOKIE
 
     daemon = _daemon(request)
     form = await request.post()
@@ -323,7 +323,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    from ..api import COOKIE
+    from ..http.api import COOKIE
 
     response = web.Response(status=303, headers={"Location": "/ui/login"})
     response.del_cookie(COOKIE, path="/")

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..registry import StepKind
+from ..core.registry import StepKind
 from ..secrets import REDACTOR
 from ..templates import Renderable
 
 if TYPE_CHECKING:
-    from ..engine import Run
-    from ..pipeline import Build
+    from ..core.engine import Run
+    from ..core.pipeline import Build
 
 log = structlog.get_logger("harkd.step")
 

@@ -1,7 +1,7 @@
 """Control flow as steps: ``map``, ``parallel`` and ``switch``.
 
 Each holds lists of steps compiled like the top-level list (same meta keys, positions and
-errors) and runs them through :func:`harkd.engine.run_steps`, so nested steps are timed,
+errors) and runs them through :func:`harkd.core.engine.run_steps`, so nested steps are timed,
 recorded with their path (``2.map[3].0``), retried and recovered exactly like top-level
 ones. Branches that run at once (``map`` items, ``parallel`` branches) run in one anyio
 task group: the first failure cancels the others, and a run's cancellation or timeout
@@ -15,16 +15,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..engine import StepRecord, branch, recover, run_steps
+from ..core.engine import StepRecord, branch, recover, run_steps
+from ..core.pipeline import ON_ERROR_SCHEMA, STEPS_REF
+from ..core.registry import StepKind
 from ..errors import StepError, first_error
-from ..pipeline import ON_ERROR_SCHEMA, STEPS_REF
-from ..registry import StepKind
 from ..streams import TextStream
 from ..yamlfile import escape
 
 if TYPE_CHECKING:
-    from ..engine import Run
-    from ..pipeline import Build, Steps
+    from ..core.engine import Run
+    from ..core.pipeline import Build, Steps
     from ..templates import Renderable
 
 DEFAULT_CONCURRENCY = 4

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
+from ..core.registry import StepKind
 from ..errors import HarkError, StepError
-from ..registry import StepKind
 from ..streams import TextStream
 from ..templates import Renderable
 
 if TYPE_CHECKING:
-    from ..engine import Run, StepRecord
-    from ..pipeline import Build
+    from ..core.engine import Run, StepRecord
+    from ..core.pipeline import Build
     from ..router import ChatRequest, ChatResponse, Router
     from ..tools import Tool
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..core.registry import StepKind
 from ..errors import StepError
-from ..registry import StepKind
 from ..templates import Renderable
 
 if TYPE_CHECKING:
-    from ..engine import Run
-    from ..pipeline import Build
+    from ..core.engine import Run
+    from ..core.pipeline import Build
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ..core.registry import StepKind
 from ..errors import StepError
-from ..registry import StepKind
 from ..streams import TextStream, from_text
 from ..templates import Renderable
 from ..voice import AUDIO_OUT, SPEAKING
 
 if TYPE_CHECKING:
-    from ..engine import Run
-    from ..pipeline import Build
+    from ..core.engine import Run
+    from ..core.pipeline import Build
     from ..voice.frames import Audio
     from ..voice.playback import AudioOut
 

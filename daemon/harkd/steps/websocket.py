@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
+from ..core.registry import StepKind
 from ..errors import StepError
-from ..registry import StepKind
 from ..secrets import REDACTOR
 
 if TYPE_CHECKING:
-    from ..engine import Run
-    from ..pipeline import Build
+    from ..core.engine import Run
+    from ..core.pipeline import Build
     from ..templates import Renderable
 
 MAX_MESSAGE = 4 * 1024 * 1024

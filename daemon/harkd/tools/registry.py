@@ -23,7 +23,7 @@ import structlog
 from ..errors import HarkError
 
 if TYPE_CHECKING:
-    from ..engine import Run
+    from ..core.engine import Run
     from ..services import Services
 
 log = structlog.get_logger("harkd.tools")

@@ -39,13 +39,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from .. import durations
+from ..core.registry import TriggerKind
 from ..errors import StepError
-from ..registry import TriggerKind
 
 if TYPE_CHECKING:
     from ..cluster.cron import FireLeases
-    from ..engine import Bound
-    from ..pipeline import Build
+    from ..core.engine import Bound
+    from ..core.pipeline import Build
     from ..templates import Renderable
 
 log = structlog.get_logger("harkd.cron")

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
-from ..engine import Bound, Event, RunResult
-from ..registry import TriggerKind
+from ..core.engine import Bound, Event, RunResult
+from ..core.registry import TriggerKind
 from ..values import jsonable
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..pipeline import Build
+    from ..core.pipeline import Build
 
 HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..registry import TriggerKind
+from ..core.registry import TriggerKind
 from .http import error_response
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..engine import Bound
-    from ..pipeline import Build
+    from ..core.engine import Bound
+    from ..core.pipeline import Build
     from ..voice.listen import Listener
 
 DURATION: dict[str, Any] = {"type": ["string", "number"],

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
-from ..registry import TriggerKind
+from ..core.registry import TriggerKind
 from .http import error_response
 from .mic import BARGE_IN_SCHEMA, VAD_SCHEMA, WAKE_SCHEMA
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..engine import Bound
-    from ..pipeline import Build
+    from ..core.engine import Bound
+    from ..core.pipeline import Build
     from ..voice.satellite import SatelliteLink
 
 _URI = re.compile(r"^tcp://[^\s/:]+:\d{1,5}/?$")

@@ -35,15 +35,15 @@ import structlog
 
 from .. import durations
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
-from ..engine import Bound, Event, RunResult
-from ..registry import TriggerKind
+from ..core.engine import Bound, Event, RunResult
+from ..core.registry import TriggerKind
 from ..values import jsonable
 from .http import error_response, trigger_data
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..pipeline import Build
+    from ..core.pipeline import Build
     from ..services import Services
 
 log = structlog.get_logger("harkd.websocket")

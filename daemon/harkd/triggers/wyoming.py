@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
-from ..registry import TriggerKind
+from ..core.registry import TriggerKind
 from ..settings import is_loopback
 from .http import error_response
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..engine import Bound
-    from ..pipeline import Build
+    from ..core.engine import Bound
+    from ..core.pipeline import Build
     from ..voice.wyoming_server import ServerConfig
 
 SERVES = ("asr", "tts", "handle")

@@ -25,7 +25,7 @@ from .vad import Endpointer, Utterance, VadConfig
 from .wake import WakeConfig, WakeSpotter
 
 if TYPE_CHECKING:
-    from ..engine import Bound, EventSink, RunResult
+    from ..core.engine import Bound, EventSink, RunResult
 
 log = structlog.get_logger("harkd.voice")
 

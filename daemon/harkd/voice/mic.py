@@ -23,7 +23,7 @@ from .vad import VadConfig
 from .wake import WakeConfig
 
 if TYPE_CHECKING:
-    from ..engine import Bound
+    from ..core.engine import Bound
 
 log = structlog.get_logger("harkd.voice")
 

@@ -49,8 +49,8 @@ from .wyoming_io import (
 )
 
 if TYPE_CHECKING:
-    from ..engine import Bound, RunResult
-    from ..engine import Event as RunEvent
+    from ..core.engine import Bound, RunResult
+    from ..core.engine import Event as RunEvent
 
 log = structlog.get_logger("harkd.satellite")
 

@@ -28,7 +28,7 @@ from .mic import listen_config
 from .playback import ClientOut
 
 if TYPE_CHECKING:
-    from ..engine import Bound, RunResult
+    from ..core.engine import Bound, RunResult
 
 log = structlog.get_logger("harkd.voice")
 

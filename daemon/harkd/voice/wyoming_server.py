@@ -56,7 +56,7 @@ from .wyoming_io import (
 )
 
 if TYPE_CHECKING:
-    from ..engine import Bound
+    from ..core.engine import Bound
 
 log = structlog.get_logger("harkd.wyoming")
 

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from . import durations, templates
-from .durations import seconds
-from .errors import ConfigError, ConfigErrors, Position
+from .. import durations, templates
+from ..durations import seconds
+from ..errors import ConfigError, ConfigErrors, Position
+from ..yamlfile import Positions, escape
 from .registry import Registry
-from .yamlfile import Positions, escape
 
 if TYPE_CHECKING:
     from aiohttp import web

@@ -25,8 +25,8 @@ import structlog
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
-    from .pipeline import Pipeline
+    from ..core.pipeline import Pipeline
+    from ..daemon import Daemon
 
 log = structlog.get_logger("harkd.mcp")
 
@@ -121,7 +121,7 @@ class MCPEndpoint:
         from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
         from mcp.server.transport_security import TransportSecuritySettings
 
-        from . import __version__
+        from .. import __version__
 
         server: Any = Server("harkd", version=__version__)
         daemon = self.daemon

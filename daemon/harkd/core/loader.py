@@ -1,4 +1,4 @@
-"""Turn one pipeline file into a compiled :class:`~harkd.pipeline.Pipeline` or its errors.
+"""Turn one pipeline file into a compiled :class:`~harkd.core.pipeline.Pipeline` or its errors.
 
 Read, parse (with positions), validate, substitute ``${env:...}``, compile. Each stage
 collects every error it can find, so a user sees all the problems of a file at once.
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import secrets, yamlfile
+from ..errors import ConfigError, ConfigErrors, Position
 from . import registry as reg
-from . import secrets, yamlfile
-from .errors import ConfigError, ConfigErrors, Position
 from .pipeline import Pipeline, compile_pipeline
 from .registry import Registry
 from .validate import validate_pipeline

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 
+from ..errors import Busy, HarkError, RunError, RunTimeout
+from ..secrets import REDACTOR
+from ..streams import TextStream
 from .concurrency import RESTARTED, Gate
-from .errors import Busy, HarkError, RunError, RunTimeout
 from .pipeline import Pipeline, Step, Steps, StepSpec
-from .secrets import REDACTOR
-from .streams import TextStream
 
 if TYPE_CHECKING:
-    from .services import Services
+    from ..services import Services
 
 log = structlog.get_logger("harkd.run")
 

@@ -15,11 +15,11 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from ..errors import ConfigError
+from ..yamlfile import Positions, pointer
 from . import schema
-from .errors import ConfigError
 from .pipeline import STEP_META
 from .registry import Registry
-from .yamlfile import Positions, pointer
 
 _TYPE_NAMES = {
     "object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",

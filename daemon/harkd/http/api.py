@@ -1,6 +1,6 @@
 """The admin API under ``/api``: pipelines, their states and errors, runs, reload.
 
-Its OpenAPI 3.1 document is :data:`harkd.openapi.DOCUMENT`, served at
+Its OpenAPI 3.1 document is :data:`harkd.http.openapi.DOCUMENT`, served at
 ``/api/openapi.json``; a test checks that it names every route and that answers match it.
 
 Protected by ``server.token`` (a bearer token) when one is configured; a daemon listening
@@ -17,11 +17,11 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from .secrets import REDACTOR
-from .triggers.http import error_response, read_body, result_response, stream_sse
+from ..secrets import REDACTOR
+from ..triggers.http import error_response, read_body, result_response, stream_sse
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTECTED = ("/api/", "/v1/", "/mcp")
@@ -81,7 +81,7 @@ def same_origin(request: web.Request) -> bool:
 
 
 def _daemon(request: web.Request) -> Daemon:
-    from .daemon import DAEMON
+    from ..daemon import DAEMON
 
     return request.app[DAEMON]
 
@@ -186,7 +186,7 @@ async def _router(request: web.Request) -> web.Response:
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    from . import __version__
+    from .. import __version__
     from .openapi import document
 
     return web.json_response(document(__version__))

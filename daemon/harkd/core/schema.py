@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import durations, settings
+from .. import durations, settings
 from .pipeline import ON_ERROR_SCHEMA, Concurrency, Retry
 from .registry import Registry
 
@@ -230,21 +230,21 @@ def config_schema() -> dict[str, Any]:
         "additionalProperties": {"type": "array", "minItems": 1, "items": DEPLOYMENT},
     }
     props["router"] = ROUTER
-    from .sessions import SCHEMA as SESSIONS
-    from .tools.loop import SCHEMA as TOOLS
+    from ..sessions import SCHEMA as SESSIONS
+    from ..tools.loop import SCHEMA as TOOLS
 
     props["tools"] = TOOLS
-    from .tools.mcp_client import SCHEMA as MCP
+    from ..tools.mcp_client import SCHEMA as MCP
 
     props["mcp"] = MCP
     props["sessions"] = SESSIONS
-    from .cluster import SCHEMA as CLUSTER
+    from ..cluster import SCHEMA as CLUSTER
 
     props["cluster"] = CLUSTER
-    from .tools.homeassistant import SCHEMA as HOMEASSISTANT
+    from ..tools.homeassistant import SCHEMA as HOMEASSISTANT
 
     props["homeassistant"] = HOMEASSISTANT
-    from .telemetry import SCHEMA as TELEMETRY
+    from ..telemetry import SCHEMA as TELEMETRY
 
     props["telemetry"] = TELEMETRY
     return {

@@ -1,10 +1,10 @@
 """The router as an OpenAI-compatible gateway: ``POST /v1/chat/completions`` (plain and
 SSE-streamed, with tools) and ``GET /v1/models``, whose model names are the aliases (and
-``pipeline/NAME`` for pipelines that opt in: :mod:`harkd.gateway_pipelines`).
+``pipeline/NAME`` for pipelines that opt in: :mod:`harkd.http.gateway_pipelines`).
 
 Any OpenAI client pointed at ``http://HOST:PORT/v1`` gets harkd's fallbacks, retries and
 pooled backends. Tool calls are passed back to the client to run, as OpenAI does. The
-bearer-token middleware of :mod:`harkd.api` protects ``/v1`` when ``server.token`` is set.
+bearer-token middleware of :mod:`harkd.http.api` protects ``/v1`` when ``server.token`` is set.
 A request may send ``X-Harkd-Allow-Cloud: false`` to keep to local deployments.
 """
 
@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from ..errors import HarkError
+from ..router import ChatRequest, ChatResponse, NoDeployment, Router, UnknownAlias
+from ..secrets import REDACTOR
+from ..triggers.http import read_body
 from . import gateway_pipelines
-from .errors import HarkError
-from .router import ChatRequest, ChatResponse, NoDeployment, Router, UnknownAlias
-from .secrets import REDACTOR
-from .triggers.http import read_body
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
 log = structlog.get_logger("harkd.gateway")
 

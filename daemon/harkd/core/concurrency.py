@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .errors import Busy
+from ..errors import Busy
 from .pipeline import Concurrency
 
 RESTARTED = "restarted by a newer run"

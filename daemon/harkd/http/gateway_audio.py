@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import BodyPartReader, web
 
+from ..triggers.http import read_body
 from .gateway import openai_error
-from .triggers.http import read_body
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from ..daemon import Daemon
 
 log = structlog.get_logger("harkd.gateway")
 
@@ -68,9 +68,9 @@ class AudioGateway:
         if wav is None:
             return openai_error(400, "the form has no 'file' field")
         try:
-            from .triggers.http import parse_audio
-            from .voice.frames import from_pcm, normalise
-            from .voice.models import whisper
+            from ..triggers.http import parse_audio
+            from ..voice.frames import from_pcm, normalise
+            from ..voice.models import whisper
         except ImportError:
             return openai_error(501, "speech to text needs harkd[voice]", "server_error")
         try:
@@ -118,8 +118,8 @@ class AudioGateway:
         except ValueError as exc:
             return openai_error(400, str(exc))
         try:
-            from .voice.frames import Audio
-            from .voice.models import tts_engine
+            from ..voice.frames import Audio
+            from ..voice.models import tts_engine
         except ImportError:
             return openai_error(501, "text to speech needs harkd[voice]", "server_error")
         synth = await tts_engine(self.daemon.services, engine, **options)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
-    from .engine import Bound, Event, RunResult
+    from ..core.engine import Bound, Event, RunResult
+    from ..daemon import Daemon
 
 PREFIX = "pipeline/"
 
@@ -65,7 +65,7 @@ def _text(output: Any) -> str:
 async def chat(daemon: Daemon, request: web.Request, bound: Bound, model: str,
                body: Mapping[str, Any]) -> web.StreamResponse:
     """Answer one chat completion by running ``bound``."""
-    from .engine import new_run_id
+    from ..core.engine import new_run_id
     from .gateway import openai_error
 
     messages = list(body.get("messages") or ())
