@@ -67,12 +67,31 @@ COLUMNS = ("seq", "id", "pipeline", "version", "trigger_kind", "trigger", "start
 MARK = "…[truncated]"
 #: how long the writer lets records gather before it writes them (seconds)
 BATCH_WINDOW = 0.05
-#: how many writes between two retention sweeps
+#: how many writes between two retention sweeps, at least (a sweep's scan for the cut-off
+#: costs the same however many rows it then deletes, so a long log sweeps every keep/4)
 SWEEP_EVERY = 500
 
 
-#: one encoder for every value (building one per call costs more than small values do)
-_ENCODE = json.JSONEncoder(ensure_ascii=False, default=jsonable).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=jsonable)
+#: the C encoder itself, made once: ``JSONEncoder.encode`` builds a new one per call, which
+#: costs more than encoding a webhook's small values (it has no cycle check; a value that
+#: refers to itself takes the slow path below and fails there as json.dumps does)
+_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (_MAKE_ENCODER(None, jsonable, json.encoder.encode_basestring, None, ": ", ", ",
+                           False, False, True) if _MAKE_ENCODER is not None else None)
+
+
+def _json(value: Any) -> str:
+    """``value`` as JSON text (UTF-8 as is, run values by :func:`~harkd.values.jsonable`)."""
+    if _C_ENCODE is not None:
+        try:
+            return "".join(_C_ENCODE(value, 0))
+        except RecursionError:
+            pass
+    return _ENCODER.encode(value)
+
+
+_ENCODE = _json
 
 
 @dataclass(frozen=True)
@@ -206,6 +225,7 @@ class RunLog:
 
     def _writer(self, db: sqlite3.Connection) -> None:
         since_sweep = 0
+        sweep_every = max(SWEEP_EVERY, self.limits.keep // 4)
         while True:
             items = [self._queue.get()]
             if items[0][0] in ("start", "finish"):
@@ -220,7 +240,7 @@ class RunLog:
             flushes = [i[1] for i in items if i[0] == "flush"]
             try:
                 since_sweep += self._write(db, items)
-                if since_sweep >= SWEEP_EVERY or stop or any(i[0] == "sweep" for i in items):
+                if since_sweep >= sweep_every or stop or any(i[0] == "sweep" for i in items):
                     self._sweep(db)
                     since_sweep = 0
             except sqlite3.Error as exc:
