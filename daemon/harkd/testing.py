@@ -30,6 +30,7 @@ import structlog
 
 from .core.registry import StepKind, TriggerKind
 from .daemon import Daemon
+from .logs import merge_run
 from .settings import Settings
 
 __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",
@@ -40,7 +41,7 @@ __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",
 def capture_logs() -> Iterator[list[dict[str, Any]]]:
     """Capture structlog events as dicts, with the run's context (pipeline, run_id)."""
     with structlog.testing.capture_logs(
-        processors=[structlog.contextvars.merge_contextvars]
+        processors=[structlog.contextvars.merge_contextvars, merge_run]
     ) as logs:
         yield logs  # type: ignore[misc]
 

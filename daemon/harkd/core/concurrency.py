@@ -29,6 +29,16 @@ class Gate:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a slot for the current task; raise :class:`Busy` when the mode says no."""
+        task = await self.enter()
+        try:
+            yield
+        finally:
+            self.leave(task)
+
+    async def enter(self) -> asyncio.Task[Any]:
+        """Take a slot for the current task (:meth:`slot` without the context manager, for
+        the run path); raise :class:`Busy` when the mode says no. Give it back with
+        :meth:`leave`."""
         mode = self.spec.mode
         if mode == "restart":
             # The cancelled run frees its slot as it unwinds; acquire() below waits for it.
@@ -49,11 +59,11 @@ class Gate:
         task = asyncio.current_task()
         assert task is not None
         self.active.add(task)
-        try:
-            yield
-        finally:
-            self.active.discard(task)
-            self._free.release()
+        return task
+
+    def leave(self, task: asyncio.Task[Any]) -> None:
+        self.active.discard(task)
+        self._free.release()
 
     @property
     def depth(self) -> int:
