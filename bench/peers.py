@@ -77,7 +77,7 @@ class Scale:
 
 
 def gateway_exists() -> bool:
-    return (ROOT / "daemon" / "harkd" / "gateway.py").exists()
+    return (ROOT / "daemon" / "harkd" / "http" / "gateway.py").exists()
 
 
 # -- servers -----------------------------------------------------------------------------

@@ -139,18 +139,19 @@ class Metrics:
 
     def observe_llm_call(self, call: Attempt) -> None:
         """Count one LLM call attempt. The router calls this for every attempt."""
-        self.llm_calls.labels(call.alias, call.deployment, call.outcome).inc()
+        child = self._child
+        child(self.llm_calls, call.alias, call.deployment, call.outcome).inc()
         if call.outcome == "skipped":
             return
-        self.llm_latency.labels(call.deployment).observe(call.latency)
+        child(self.llm_latency, call.deployment).observe(call.latency)
         if call.ttft is not None:
-            self.llm_ttft.labels(call.deployment).observe(call.ttft)
+            child(self.llm_ttft, call.deployment).observe(call.ttft)
         if call.fallback:
-            self.llm_fallbacks.labels(call.alias, call.fallback).inc()
+            child(self.llm_fallbacks, call.alias, call.fallback).inc()
         if call.prompt_tokens:
-            self.llm_tokens.labels(call.deployment, "prompt").inc(call.prompt_tokens)
+            child(self.llm_tokens, call.deployment, "prompt").inc(call.prompt_tokens)
         if call.completion_tokens:
-            self.llm_tokens.labels(call.deployment, "completion").inc(call.completion_tokens)
+            child(self.llm_tokens, call.deployment, "completion").inc(call.completion_tokens)
 
     # -- exposition ------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ A request may send ``X-Harkd-Allow-Cloud: false`` to keep to local deployments.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -29,6 +30,17 @@ if TYPE_CHECKING:
     from ..daemon import Daemon
 
 log = structlog.get_logger("harkd.gateway")
+
+#: completion ids: a random part per process, then a counter (uuid4 per answer cost the
+#: gateway as much as its metrics do)
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count(1)
+
+
+def completion_id() -> str:
+    """``chatcmpl-`` and 24 hex digits, unique across restarts (the prefix is new each time)."""
+    return f"chatcmpl-{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
+
 
 PASSTHROUGH = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
                "user", "n", "logprobs", "top_logprobs")
@@ -109,7 +121,7 @@ class Gateway:
     async def _stream(self, request: web.Request, req: ChatRequest,
                       body: Mapping[str, Any]) -> web.StreamResponse:
         stream = self.router.stream(req)
-        cid = "chatcmpl-" + uuid.uuid4().hex[:24]
+        cid = completion_id()
         created = int(time.time())
         try:
             first: str | None = await anext(stream, None)
@@ -212,7 +224,7 @@ def _completion(resp: ChatResponse) -> dict[str, Any]:
         message["tool_calls"] = [c.as_message() for c in resp.tool_calls]
         message["content"] = resp.text or None
         finish = "tool_calls"
-    return {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion",
+    return {"id": completion_id(), "object": "chat.completion",
             "created": int(time.time()), "model": resp.alias,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": _usage(resp)}
