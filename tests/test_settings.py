@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from harkd import settings
+from harkd import config, settings
 from harkd.errors import ConfigErrors
 from harkd.secrets import REDACTOR
 
 
 def test_defaults_without_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    s = settings.load(None, {}, environ={})
+    s = config.load(None, {}, environ={})
     assert s.listen == "127.0.0.1:8420" and s.loopback and s.max_body == 1024 * 1024
     assert s.config_file is None and s.token is None
 
@@ -20,13 +20,13 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
     cfg = tmp_path / "harkd.yaml"
     cfg.write_text("server: {listen: '127.0.0.1:1111', max_body: 10}\npipelines: pipes/\n"
                    "state: st/\nlog: {level: debug}\n")
-    s = settings.load(cfg, {}, environ={})
+    s = config.load(cfg, {}, environ={})
     assert s.listen == "127.0.0.1:1111" and s.max_body == 10 and s.log_level == "debug"
     assert s.pipelines == tmp_path / "pipes"  # relative to the config file
-    s = settings.load(cfg, {}, environ={"HARKD_LISTEN": "127.0.0.1:2222",
+    s = config.load(cfg, {}, environ={"HARKD_LISTEN": "127.0.0.1:2222",
                                         "HARKD_MAX_BODY": "20"})
     assert s.listen == "127.0.0.1:2222" and s.max_body == 20
-    s = settings.load(cfg, {"listen": "127.0.0.1:3333"},
+    s = config.load(cfg, {"listen": "127.0.0.1:3333"},
                       environ={"HARKD_LISTEN": "127.0.0.1:2222"})
     assert s.listen == "127.0.0.1:3333"
 
@@ -34,14 +34,14 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
 def test_config_found_through_env(tmp_path: Path) -> None:
     cfg = tmp_path / "other.yaml"
     cfg.write_text("server: {listen: '127.0.0.1:4444'}\n")
-    assert settings.load(None, {}, environ={"HARKD_CONFIG": str(cfg)}).listen.endswith("4444")
+    assert config.load(None, {}, environ={"HARKD_CONFIG": str(cfg)}).listen.endswith("4444")
 
 
 def test_env_substitution_and_secret_redaction(tmp_path: Path) -> None:
     cfg = tmp_path / "harkd.yaml"
     cfg.write_text("server: {token: '${env:MY_TOKEN}'}\nmodels:\n  smart:\n"
                    "    - {model: openai/gpt-x, api_key: '${env:MY_KEY:-sk-default-abc}'}\n")
-    s = settings.load(cfg, {}, environ={"MY_TOKEN": "tok-very-secret"})
+    s = config.load(cfg, {}, environ={"MY_TOKEN": "tok-very-secret"})
     assert s.token == "tok-very-secret"
     assert s.models["smart"][0]["api_key"] == "sk-default-abc"
     assert REDACTOR("the key sk-default-abc and tok-very-secret") == "the key *** and ***"
@@ -51,7 +51,7 @@ def test_bad_config_has_positions(tmp_path: Path) -> None:
     cfg = tmp_path / "harkd.yaml"
     cfg.write_text("server:\n  listen: 8420\nmodels:\n  a: []\n")
     with pytest.raises(ConfigErrors) as info:
-        settings.load(cfg, {}, environ={})
+        config.load(cfg, {}, environ={})
     lines = sorted(e.line for e in info.value.errors)
     assert lines == [2, 4], [str(e) for e in info.value.errors]
 
@@ -60,7 +60,7 @@ def test_unset_env_in_config(tmp_path: Path) -> None:
     cfg = tmp_path / "harkd.yaml"
     cfg.write_text("server: {token: '${env:NOT_SET_ANYWHERE}'}\n")
     with pytest.raises(ConfigErrors, match="NOT_SET_ANYWHERE is not set"):
-        settings.load(cfg, {}, environ={})
+        config.load(cfg, {}, environ={})
 
 
 def test_settings_table_is_documented() -> None:

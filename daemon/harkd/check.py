@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import settings as settings_mod
+from . import config
 from .core.loader import SUFFIXES, discover, load_file, pipeline_name
 from .core.registry import Registry
 from .core.registry import default as default_registry
@@ -58,7 +58,7 @@ def check(
         report.files += 1
         if path.name in CONFIG_NAMES:
             try:
-                settings_mod.read_config(path, os.environ if environ is None else environ)
+                config.read_config(path, os.environ if environ is None else environ)
             except ConfigErrors as exc:
                 report.errors += exc.errors
             continue

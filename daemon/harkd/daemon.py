@@ -20,12 +20,12 @@ import structlog
 from aiohttp import web
 from anyio.abc import TaskGroup, TaskStatus
 
-from . import __version__
-from . import settings as settings_mod
+from . import __version__, config
 from .catalog import Catalog
 from .core.registry import Registry
 from .core.registry import default as default_registry
 from .errors import ConfigErrors, HarkError, first_error
+from .http.host import HOST
 from .notify import Notifier
 from .runlog import RunLog
 from .services import Services
@@ -74,7 +74,7 @@ class Daemon:
         from .metrics import Metrics
         from .router import router_observers
 
-        self.metrics = Metrics(self.services)
+        self.metrics = Metrics(self.services, self.catalog)
         self.services.observers.append(self.metrics)
         self.catalog.listeners.append(self.metrics.pipeline_changed)
         router_observers(self.services).append(self.metrics.observe_llm_call)
@@ -86,6 +86,7 @@ class Daemon:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body)
         app[DAEMON] = self
+        app[HOST] = self
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/readyz", _readyz)
         from . import console
@@ -245,8 +246,10 @@ class Daemon:
         if conf is None:
             return
         from .cluster.link import Collector, start
+        from .cluster.sessions import install
 
         link = await start(self.services, conf)
+        install(self.services, link)
         self.metrics.registry.register(Collector(link))
         if self.runlog is not None:
             self.runlog.replica = link.replica
@@ -267,7 +270,7 @@ class Daemon:
         if path is None:
             return
         try:
-            new = settings_mod.load(path, _overrides(self.settings), self.environ)
+            new = config.load(path, _overrides(self.settings), self.environ)
         except ConfigErrors as exc:
             for err in exc.errors:
                 log.error("config_invalid", error=str(err))

@@ -28,10 +28,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .catalog import Entry
+    from .catalog import Catalog, Entry
+    from .contracts import Services
     from .core.engine import Run, RunResult
     from .router.types import Attempt
-    from .services import Services
 
 SHARED_KEY = "metrics"
 RUN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -44,7 +44,7 @@ VOICE_KINDS = frozenset({"stt", "llm", "tts", "play"})
 class Metrics:
     """The metrics of one daemon; a :class:`~harkd.core.engine.RunObserver`."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, catalog: Catalog | None = None) -> None:
         self.services = services
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -78,7 +78,7 @@ class Metrics:
                                      ["alias", "reason"], registry=r)
         self.llm_tokens = Counter("harkd_llm_tokens", "Tokens by deployment and kind.",
                                   ["deployment", "kind"], registry=r)
-        r.register(_Live(services))
+        r.register(_Live(services, catalog))
         services.shared[SHARED_KEY] = self
         #: labelled children of the per-run metrics, looked up once (labels() is the
         #: largest cost of a run's metrics on the webhook hot path)
@@ -176,14 +176,15 @@ def observe_llm_call(services: Services, call: Attempt) -> None:
 class _Live(Collector):
     """Gauges read at scrape time from the catalog and the WebSocket connections."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, catalog: Catalog | None) -> None:
         self.services = services
+        self.catalog = catalog
 
     def describe(self) -> list[Any]:
         return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        catalog = self.services.catalog
+        catalog = self.catalog
         states = GaugeMetricFamily("harkd_pipelines", "Pipelines by state.", labels=["state"])
         inflight = GaugeMetricFamily("harkd_runs_in_flight", "Runs executing or waiting.",
                                      labels=["pipeline"])

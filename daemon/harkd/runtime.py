@@ -150,9 +150,9 @@ class Runtime:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from . import settings as settings_mod
+            from . import config
 
-            self._settings = settings_mod.load(self._config)
+            self._settings = config.load(self._config)
         return self._settings
 
     def services(self) -> Services:

@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from .contracts import Catalog, RunObserver
 from .core.registry import Registry
 from .settings import Settings
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from .catalog import Catalog
-    from .core.engine import RunObserver
     from .router import Router
 
 log = structlog.get_logger("harkd.services")

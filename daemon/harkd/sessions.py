@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .router.backends import estimate_tokens
 
 if TYPE_CHECKING:
-    from .services import Services
+    from .contracts import Services
 
 SHARED_KEY = "sessions"
 CLUSTER_KEY = "sessions_cluster"
@@ -137,19 +137,12 @@ class Sessions(Protocol):
 
 
 def store_for(services: Services) -> Sessions:
-    """The session store of this daemon: in Redis when it runs in a cluster."""
+    """The session store of this daemon: in Redis when it runs in a cluster (a daemon
+    installs that one when it joins, :func:`harkd.cluster.sessions.install`)."""
     shared = services.shared.get(CLUSTER_KEY)
     if shared is not None:
         return shared  # type: ignore[no-any-return]
-    from . import cluster
-
-    link = cluster.of(services)
-    if link is None:
-        return SessionStore.shared(services)
-    from .cluster.sessions import SharedSessions
-
-    store = services.shared[CLUSTER_KEY] = SharedSessions(link, SessionStore.shared(services))
-    return store
+    return SessionStore.shared(services)
 
 
 def newest(rows: Iterable[tuple[str, str, int]], budget: int) -> list[dict[str, str]]:

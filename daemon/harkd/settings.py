@@ -1,20 +1,19 @@
 """The daemon's settings: one table feeds the defaults, the CLI, the environment, the
 ``harkd.yaml`` schema and the README.
 
-:class:`Settings` is an inert value; :func:`load` does the I/O: it finds ``harkd.yaml``,
-validates it with positions, substitutes ``${env:...}``, and applies ``HARKD_*`` variables
-and command-line values on top.
+:class:`Settings` is an inert value; :func:`harkd.config.load` does the I/O (it finds
+``harkd.yaml``, validates it with positions and substitutes ``${env:...}``), then
+:func:`from_data` applies ``HARKD_*`` variables and command-line values on top.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import durations, secrets, yamlfile
+from . import durations, secrets
 from .errors import ConfigError, ConfigErrors, Position
 
 SIZE_SCHEMA = {"type": "integer", "minimum": 1}
@@ -139,57 +138,19 @@ def is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def find_config(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
-    """``--config``, then ``HARKD_CONFIG``, then ``./harkd.yaml``, then ``/etc/harkd``."""
-    if explicit:
-        return Path(explicit)
-    if environ.get("HARKD_CONFIG"):
-        return Path(environ["HARKD_CONFIG"])
-    for candidate in (Path("harkd.yaml"), Path("/etc/harkd/harkd.yaml")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_config(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
-    """Read, validate and substitute one ``harkd.yaml``; raises ConfigErrors."""
-    from .core.validate import validate_config
-
-    name = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigErrors([ConfigError(f"cannot read config: {exc.strerror}",
-                                        Position(name))]) from None
-    try:
-        data, positions = yamlfile.load(name, yamlfile.read_text(name, raw))
-    except ConfigError as exc:
-        raise ConfigErrors([exc]) from None
-    if data is None:
-        return {}
-    errors = validate_config(data, positions)
-    if errors:
-        raise ConfigErrors(errors)
-    data, env_errors = secrets.substitute(data, positions, environ)
-    if env_errors:
-        raise ConfigErrors(env_errors)
-    assert isinstance(data, dict)
-    return data
-
-
-def load(
-    config: str | os.PathLike[str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
+def from_data(
+    data: Mapping[str, Any],
+    path: Path | None,
+    overrides: Mapping[str, Any] | None,
+    environ: Mapping[str, str],
 ) -> Settings:
-    """Resolve settings: command line over ``HARKD_*`` over ``harkd.yaml`` over defaults.
+    """Settings from a read and validated ``harkd.yaml`` (``data``, from ``path``): command
+    line (``overrides``) over ``HARKD_*`` variables over the file over defaults.
 
     ``overrides`` maps setting attributes (``listen``, ``pipelines``, ...) to values from
-    the command line; ``None`` values are ignored.
+    the command line; ``None`` values are ignored. :func:`harkd.config.load` reads the file.
     """
-    env = os.environ if environ is None else environ
-    path = find_config(config, env)
-    data = read_config(path, env) if path is not None else {}
+    env = environ
     base = path.parent if path is not None else Path(".")
 
     values: dict[str, Any] = {}
@@ -216,6 +177,8 @@ def load(
         extra={k: v for k, v in data.items() if k not in known},
         config_file=path,
     )
+
+
 
 
 def _coerce(s: Setting, value: Any, base: Path) -> Any:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from .core.engine import Run, RunResult, StepRecord
-    from .daemon import Daemon
+    from .http.host import Host
 
 MAX_CONTENT = 4096
 SHARED_KEY = "telemetry"
@@ -80,7 +80,7 @@ def config(extra: Mapping[str, Any]) -> TelemetryConfig | None:
                            sample=float(raw.get("sample", 1.0)))
 
 
-def setup(app: web.Application, daemon: Daemon) -> None:
+def setup(app: web.Application, daemon: Host) -> None:
     """With ``telemetry:`` configured, trace the daemon's runs (once per daemon, however
     many apps it builds) and export what is queued when the app shuts down."""
     conf = config(daemon.settings.extra)

@@ -160,7 +160,7 @@ async def run_daemon(
 ) -> AsyncIterator[DaemonHandle]:
     """Run a daemon whose pipelines folder is ``root/pipelines`` (created, with ``files``
     written first) and whose state is ``root/state``, on a free loopback port."""
-    from . import settings as settings_mod
+    from . import config as config_mod
 
     folder = root / "pipelines"
     folder.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ async def run_daemon(
         settings = Settings(**{k: v for k, v in values.items()
                                if k in Settings.__dataclass_fields__})
     else:
-        settings = settings_mod.load(cfg, values, env)
+        settings = config_mod.load(cfg, values, env)
     daemon = Daemon(settings, environ=env)
     started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(daemon.serve(started.set_result))

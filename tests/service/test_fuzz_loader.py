@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harkd import yamlfile
+from harkd.config import validate_config
 from harkd.core.loader import Loaded, load_bytes
-from harkd.core.validate import validate_config
 
 pytestmark = pytest.mark.timeout(240)  # a hang fails; the budget is far above the need
 

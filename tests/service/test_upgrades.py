@@ -61,10 +61,11 @@ def test_an_unrelated_unknown_key_gets_no_rename_hint() -> None:
 
 
 def test_every_new_name_in_the_table_is_a_key_harkd_knows() -> None:
+    from harkd.config import config_schema
     from harkd.core import registry, schema
 
     pipeline = schema.pipeline_schema(registry.default())
-    config = schema.config_schema()
+    config = config_schema()
     known = set(pipeline["properties"]) | set(config["properties"]) | set(
         pipeline["$defs"]["step"]["properties"]) | set(
         config["properties"]["server"]["properties"]) | set(

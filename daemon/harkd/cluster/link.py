@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import structlog
 
 from ..errors import HarkError
-from . import SHARED_KEY, ClusterConfig
+from .config import SHARED_KEY, ClusterConfig
 
 if TYPE_CHECKING:
-    from ..services import Services
+    from ..contracts import Services
 
 log = structlog.get_logger("harkd.cluster")
 

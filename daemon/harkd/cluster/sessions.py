@@ -13,12 +13,15 @@ from __future__ import annotations
 import collections
 import functools
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..sessions import SessionStore, newest, turns
+from ..sessions import CLUSTER_KEY, SessionStore, newest, turns
 from .link import Cluster, Unavailable
+
+if TYPE_CHECKING:
+    from ..contracts import Services
 
 log = structlog.get_logger("harkd.cluster")
 
@@ -86,3 +89,9 @@ class SharedSessions:
 
     async def aclose(self) -> None:
         """The local store is closed by its own owner (``services.shared``)."""
+
+
+def install(services: Services, link: Cluster) -> None:
+    """Keep this daemon's ``llm`` sessions in Redis (with the local SQLite store as the
+    fallback while Redis is away); called when the daemon joins its cluster."""
+    services.shared[CLUSTER_KEY] = SharedSessions(link, SessionStore.shared(services))

@@ -13,21 +13,18 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from ..http.host import Host
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-HERE = Path(__file__).parent
-STATIC = HERE / "static"
 
 
-def setup(app: web.Application, daemon: Daemon) -> None:
+def setup(app: web.Application, daemon: Host) -> None:
     """Add the console's routes to the daemon's app."""
     from . import events, views
 
@@ -44,7 +41,7 @@ def setup(app: web.Application, daemon: Daemon) -> None:
     app.router.add_post("/ui/logout", views.logout)
     app.router.add_get("/ui/events", events.stream_events)
     app.router.add_get("/ui/logs/stream", events.stream_logs)
-    app.router.add_static("/ui/static/", STATIC)
+    app.router.add_static("/ui/static/", views.STATIC)
 
 
 def timed(handler: Handler) -> Handler:

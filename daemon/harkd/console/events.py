@@ -20,7 +20,7 @@ from ..logs import LEVELS, TAIL
 if TYPE_CHECKING:
     from ..catalog import Entry
     from ..core.engine import Run, RunResult
-    from ..daemon import Daemon
+    from ..http.host import Host
 
 HUB_KEY = "console.hub"
 QUEUE = 256
@@ -30,13 +30,13 @@ PING = 15.0
 class Hub:
     """Fans pipeline and run events out to the console's open event streams."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Host) -> None:
         self.daemon = daemon
         self.queues: set[asyncio.Queue[tuple[str, dict[str, Any]] | None]] = set()
         self.closed = False
 
     @classmethod
-    def of(cls, daemon: Daemon) -> Hub:
+    def of(cls, daemon: Host) -> Hub:
         """The daemon's hub, created (and registered as listener and observer) once."""
         hub = daemon.services.shared.get(HUB_KEY)
         if not isinstance(hub, cls):
@@ -92,9 +92,9 @@ def _event(kind: str, data: Any, event_id: int | None = None) -> bytes:
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """``GET /ui/events``: ``pipeline`` and ``run`` events as they happen."""
-    from ..daemon import DAEMON
+    from ..http.host import HOST
 
-    daemon = request.app[DAEMON]
+    daemon = request.app[HOST]
     hub = Hub.of(daemon)
     queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue(QUEUE)
     hub.queues.add(queue)
@@ -139,9 +139,9 @@ def log_filter(pipeline: str | None, level: str | None) -> Any:
 async def stream_logs(request: web.Request) -> web.StreamResponse:
     """``GET /ui/logs/stream?pipeline=&level=&after=``: log lines, each as a ``log``
     event whose id is its ``seq`` (a reconnecting browser resumes after the last one)."""
-    from ..daemon import DAEMON
+    from ..http.host import HOST
 
-    daemon = request.app[DAEMON]
+    daemon = request.app[HOST]
     hub = Hub.of(daemon)
     q = request.query
     keep = log_filter(q.get("pipeline"), q.get("level"))

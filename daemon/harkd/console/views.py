@@ -25,13 +25,12 @@ from ..errors import HarkError
 from ..http.api import RUN_STATUSES
 from ..logs import TAIL
 from ..secrets import REDACTOR
-from . import HERE, STATIC
 from .events import log_filter
 
 if TYPE_CHECKING:
     import jinja2
 
-    from ..daemon import Daemon
+    from ..http.host import Host
 
 STATUSES = RUN_STATUSES
 WITHIN = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -39,6 +38,9 @@ PAGE = 50
 LEVEL_NAMES = ("debug", "info", "warning", "error")
 #: how much of a pipeline file is read to show the lines around an error
 MAX_EXCERPT_FILE = 1 << 20
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
 
 
 @cache
@@ -81,10 +83,10 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-def _daemon(request: web.Request) -> Daemon:
-    from ..daemon import DAEMON
+def _daemon(request: web.Request) -> Host:
+    from ..http.host import HOST
 
-    return request.app[DAEMON]
+    return request.app[HOST]
 
 
 def render(request: web.Request, template: str, status: int = 200,
@@ -122,7 +124,7 @@ def excerpt(file: str, line: int, around: int = 2) -> list[tuple[int, str, bool]
     return [(n, REDACTOR(lines[n - 1]), n == line) for n in range(lo, hi + 1)]
 
 
-async def _described(daemon: Daemon, names: list[str]) -> list[dict[str, Any]]:
+async def _described(daemon: Host, names: list[str]) -> list[dict[str, Any]]:
     """Pipelines as ``/api/pipelines`` describes them, each error with its excerpt (the
     files are read in a worker thread, off the event loop)."""
     items = [daemon.catalog.entries[n].describe() for n in names]

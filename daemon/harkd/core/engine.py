@@ -15,19 +15,20 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
 from .. import logs
+from ..contracts import Step
 from ..errors import Busy, HarkError, RunError, RunTimeout
 from ..secrets import REDACTOR
 from ..streams import TextStream
 from .concurrency import RESTARTED, Gate
-from .pipeline import Pipeline, Step, Steps, StepSpec
+from .pipeline import Pipeline, Steps, StepSpec
 
 if TYPE_CHECKING:
-    from ..services import Services
+    from ..contracts import Services
 
 log = structlog.get_logger("harkd.run")
 
@@ -126,14 +127,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-class RunObserver(Protocol):
-    """Told of every run's start and end (the run log and metrics implement this)."""
-
-    def run_started(self, run: Run) -> None: ...
-
-    def run_finished(self, run: Run, result: RunResult) -> None: ...
 
 
 _RUN_PREFIX = uuid.uuid4().hex[:8]

@@ -11,54 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal
 
 from .. import durations, templates
+from ..contracts import Step, Trigger
 from ..durations import seconds
 from ..errors import ConfigError, ConfigErrors, Position
 from ..yamlfile import Positions, escape
 from .registry import Registry
 
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    from .engine import Bound, Run
-
 #: keys a step item may carry beside its one step kind
 STEP_META = ("as", "when", "retry", "on_error")
-
-
-class Step(Protocol):
-    """A compiled step: awaited once per run with the previous step's output.
-
-    It returns its output, or a :class:`~harkd.streams.TextStream` to pass chunks on as
-    they come. A step whose ``accepts_stream`` attribute is true receives such a stream
-    from the step before it instead of the joined text.
-    """
-
-    async def __call__(self, run: Run, data: Any) -> Any: ...
-
-
-class Trigger(Protocol):
-    """A compiled trigger.
-
-    ``routes`` are the paths it answers on the shared listener; the daemon calls
-    ``handle`` for requests on them. ``serve`` is long-lived work (a cron clock, a
-    microphone): it runs from bind until it is cancelled at unbind, and calls
-    ``started()`` once it is up. Route-only triggers call ``started()`` and return.
-    """
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def routes(self) -> tuple[str, ...]: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-    async def handle(self, request: web.Request, bound: Bound) -> web.StreamResponse: ...
-
-    async def serve(self, bound: Bound, started: Callable[[], None]) -> None: ...
 
 
 Mode = Literal["parallel", "queue", "single", "restart"]

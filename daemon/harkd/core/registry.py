@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 if TYPE_CHECKING:
-    from .pipeline import Build, Step, Trigger
+    from ..contracts import Step, Trigger
 
 log = structlog.get_logger("harkd.registry")
 
@@ -34,13 +34,15 @@ class StepKind:
     ``shorthand`` names the parameter that a plain (non-mapping) value stands for, as in
     ``template: "Hello"``. ``build`` receives the normalised parameters (always a dict) and
     returns the compiled step; it raises :class:`~harkd.errors.ConfigError` through
-    ``Build.error`` for problems the schema cannot see.
+    ``Build.error`` for problems the schema cannot see. ``build``'s second argument is a
+    :class:`harkd.core.pipeline.Build` (typed ``Any`` here: the pipeline model sits on
+    this registry, so it cannot be imported from it).
     """
 
     name: str
     summary: str
     params: JSON
-    build: Callable[[dict[str, Any], Build], Step]
+    build: Callable[[dict[str, Any], Any], Step]
     shorthand: str | None = None
     examples: tuple[Any, ...] = ()
 
@@ -60,7 +62,7 @@ class TriggerKind:
     name: str
     summary: str
     params: JSON
-    build: Callable[[dict[str, Any], Build], Trigger]
+    build: Callable[[dict[str, Any], Any], Trigger]
 
     def schema(self) -> JSON:
         params = dict(self.params)

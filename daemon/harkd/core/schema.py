@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import durations, settings
+from .. import durations
 from .pipeline import ON_ERROR_SCHEMA, Concurrency, Retry
 from .registry import Registry
 
@@ -141,120 +141,6 @@ TEST = {
     },
 }
 
-
-
-DEPLOYMENT = {
-    "type": "object",
-    "description": "One deployment of an alias: `local: NAME` (the embedded model) or "
-                   "`model: PROVIDER/NAME` (openai/ and ollama/ go straight to the server; "
-                   "other providers go through LiteLLM).",
-    "properties": {
-        "local": {"type": "string", "description": "Embedded llama.cpp model, e.g. gemma-3-270m."},
-        "model": {"type": "string", "pattern": r"^[^/\s]+/.+$",
-                  "description": "PROVIDER/NAME, e.g. openai/gpt-4o-mini or ollama/llama3.2."},
-        "api_base": {"type": "string", "description": "Base URL of the server."},
-        "api_key": {"type": "string", "description": "API key; use ${env:NAME}."},
-        "weight": {"type": "number", "exclusiveMinimum": 0,
-                   "description": "Share of traffic among entries of one tier."},
-        "tier": {"type": "integer", "minimum": 0,
-                 "description": "Fallback tier; entries of one tier share load by weight."},
-        "timeout": {**durations.SCHEMA, "description": "Total time for one call."},
-        "first_token_timeout": {**durations.SCHEMA,
-                                "description": "Time to the first streamed token."},
-        "rpm": {"type": "integer", "minimum": 1, "description": "Requests per minute."},
-        "tpm": {"type": "integer", "minimum": 1, "description": "Tokens per minute."},
-        "max_concurrent": {"type": "integer", "minimum": 1},
-        "params": {"type": "object", "description": "Extra parameters sent with each request."},
-        "cloud": {"type": "boolean", "description": "Override whether allow_cloud: false "
-                  "excludes it (default: true unless local: or api_base is a private host)."},
-    },
-    "additionalProperties": False,
-    "oneOf": [{"required": ["local"]}, {"required": ["model"]}],
-}
-
-CACHE: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "description": "Response caching (off unless an alias or an llm step turns it on).",
-    "properties": {
-        "store": {"enum": ["memory", "sqlite", "redis"], "default": "memory",
-                  "description": "memory, sqlite in the state folder (survives restarts), "
-                                 "or redis (shared by the replicas of a cluster)."},
-        "ttl": {"type": ["string", "number"], "default": "10m",
-                "description": "How long an answer is reused."},
-        "max_entries": {"type": "integer", "minimum": 1, "default": 1000},
-        "aliases": {"type": "array", "items": {"type": "string"},
-                    "description": "Aliases whose calls are cached by default."},
-    },
-}
-
-ROUTER = {
-    "type": "object",
-    "description": "Defaults for every deployment.",
-    "properties": {
-        "cache": CACHE,
-        "timeout": {**durations.SCHEMA, "default": "30s"},
-        "first_token_timeout": {**durations.SCHEMA, "default": "15s"},
-        "retries": {"type": "integer", "minimum": 0, "default": 2},
-        "cooldown": {**durations.SCHEMA, "default": "30s"},
-        "failures": {"type": "integer", "minimum": 1, "default": 3,
-                     "description": "Consecutive failures that start a cooldown."},
-        "queue_timeout": {**durations.SCHEMA, "default": "10s",
-                          "description": "Longest a call waits for a free slot."},
-        "queue": {"type": "integer", "minimum": 0, "default": 1024,
-                  "description": "Calls that may wait for a slot at once."},
-        "backoff": {**durations.SCHEMA, "default": "250ms",
-                    "description": "First retry delay; doubles each retry, with jitter."},
-        "max_backoff": {**durations.SCHEMA, "default": "8s"},
-        "max_retry_after": {**durations.SCHEMA, "default": "10s",
-                            "description": "Longer Retry-After: move on to the next "
-                                           "deployment and hold this one out that long."},
-    },
-    "additionalProperties": True,
-}
-
-
-def config_schema() -> dict[str, Any]:
-    props: dict[str, Any] = {}
-    for s in settings.TABLE:
-        node = props
-        *parents, leaf = s.key.split(".")
-        for p in parents:
-            section = node.setdefault(p, {"type": "object", "properties": {},
-                                          "additionalProperties": False})
-            node = section["properties"]
-        node[leaf] = {**s.schema, "description": s.help, "default": s.default}
-    props["models"] = {
-        "type": "object",
-        "description": "Alias -> ordered deployments: a fallback chain.",
-        "additionalProperties": {"type": "array", "minItems": 1, "items": DEPLOYMENT},
-    }
-    props["router"] = ROUTER
-    from ..sessions import SCHEMA as SESSIONS
-    from ..tools.loop import SCHEMA as TOOLS
-
-    props["tools"] = TOOLS
-    from ..tools.mcp_client import SCHEMA as MCP
-
-    props["mcp"] = MCP
-    props["sessions"] = SESSIONS
-    from ..cluster import SCHEMA as CLUSTER
-
-    props["cluster"] = CLUSTER
-    from ..tools.homeassistant import SCHEMA as HOMEASSISTANT
-
-    props["homeassistant"] = HOMEASSISTANT
-    from ..telemetry import SCHEMA as TELEMETRY
-
-    props["telemetry"] = TELEMETRY
-    return {
-        "$schema": DRAFT,
-        "$id": BASE + "harkd.schema.json",
-        "title": "harkd settings",
-        "type": ["object", "null"],
-        "properties": props,
-        "additionalProperties": True,
-    }
 
 
 def dump(schema: dict[str, Any]) -> str:

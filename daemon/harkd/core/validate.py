@@ -8,7 +8,6 @@ person would write it: "unknown step 'templat'; did you mean 'template'?".
 from __future__ import annotations
 
 import difflib
-import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,11 +62,6 @@ def _pipeline_validator(registry: Registry) -> jsonschema.Draft202012Validator:
     return hit[1]
 
 
-@functools.cache
-def _config_validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(schema.config_schema())
-
-
 def validate_pipeline(
     data: Any, positions: Positions, registry: Registry | None = None
 ) -> list[ConfigError]:
@@ -82,8 +76,10 @@ def validate_pipeline(
     return _dedupe(errors)
 
 
-def validate_config(data: Any, positions: Positions) -> list[ConfigError]:
-    return _dedupe(list(_shape(_config_validator().iter_errors(data), positions)))
+def errors_of(validator: jsonschema.protocols.Validator, data: Any,
+              positions: Positions) -> list[ConfigError]:
+    """Every error ``validator`` finds in ``data``, as messages with positions, each once."""
+    return _dedupe(list(_shape(validator.iter_errors(data), positions)))
 
 
 def _dedupe(errors: list[ConfigError]) -> list[ConfigError]:

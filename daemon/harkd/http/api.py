@@ -21,7 +21,7 @@ from ..secrets import REDACTOR
 from ..triggers.http import error_response, read_body, result_response, stream_sse
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .host import Host
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROTECTED = ("/api/", "/v1/", "/mcp")
@@ -32,7 +32,7 @@ COOKIE = "harkd_token"
 PUBLIC = ("/ui/login", "/ui/static/")
 
 
-def setup(app: web.Application, daemon: Daemon) -> None:
+def setup(app: web.Application, daemon: Host) -> None:
     app.middlewares.append(_token_middleware(daemon))
     app.router.add_get("/api/pipelines", _pipelines)
     app.router.add_get("/api/pipelines/{name}", _pipeline)
@@ -44,7 +44,7 @@ def setup(app: web.Application, daemon: Daemon) -> None:
     app.router.add_get("/api/openapi.json", _openapi)
 
 
-def _token_middleware(daemon: Daemon) -> Any:
+def _token_middleware(daemon: Host) -> Any:
     """``server.token`` guards ``/api``, ``/v1`` and the console. A bearer header works
     everywhere; the console's cookie works too, but a request that changes something
     with it must come from the console's own origin (no cross-site forms)."""
@@ -80,10 +80,10 @@ def same_origin(request: web.Request) -> bool:
     return origin.split("://", 1)[-1] == request.host
 
 
-def _daemon(request: web.Request) -> Daemon:
-    from ..daemon import DAEMON
+def _daemon(request: web.Request) -> Host:
+    from .host import HOST
 
-    return request.app[DAEMON]
+    return request.app[HOST]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

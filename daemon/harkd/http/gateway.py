@@ -25,9 +25,10 @@ from ..router import ChatRequest, ChatResponse, NoDeployment, Router, UnknownAli
 from ..secrets import REDACTOR
 from ..triggers.http import read_body
 from . import gateway_pipelines
+from .openai_errors import openai_error
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .host import Host
 
 log = structlog.get_logger("harkd.gateway")
 
@@ -46,7 +47,7 @@ PASSTHROUGH = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_
                "user", "n", "logprobs", "top_logprobs")
 
 
-def setup(app: web.Application, daemon: Daemon) -> None:
+def setup(app: web.Application, daemon: Host) -> None:
     """Add the ``/v1`` routes to the daemon's app."""
     gateway = Gateway(daemon)
     app.router.add_post("/v1/chat/completions", gateway.chat)
@@ -57,19 +58,10 @@ def setup(app: web.Application, daemon: Daemon) -> None:
     gateway_audio.setup(app, daemon)
 
 
-def openai_error(status: int, message: str, kind: str = "invalid_request_error",
-                 code: str | None = None, headers: Mapping[str, str] | None = None
-                 ) -> web.Response:
-    """An error in the shape OpenAI clients parse."""
-    return web.json_response({"error": {"message": REDACTOR(message), "type": kind,
-                                        "code": code, "param": None}},
-                             status=status, headers=headers)
-
-
 class Gateway:
     """Handlers of the gateway; the router is looked up per request (reloads swap it)."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Host) -> None:
         self.daemon = daemon
 
     @property

@@ -20,10 +20,10 @@ import structlog
 from aiohttp import BodyPartReader, web
 
 from ..triggers.http import read_body
-from .gateway import openai_error
+from .openai_errors import openai_error
 
 if TYPE_CHECKING:
-    from ..daemon import Daemon
+    from .host import Host
 
 log = structlog.get_logger("harkd.gateway")
 
@@ -33,7 +33,7 @@ MAX_INPUT = 4096
 SPEECH_FORMATS = ("wav", "pcm")
 
 
-def setup(app: web.Application, daemon: Daemon) -> None:
+def setup(app: web.Application, daemon: Host) -> None:
     """Add ``/v1/audio/transcriptions`` and ``/v1/audio/speech`` to the daemon's app."""
     audio = AudioGateway(daemon)
     app.router.add_post("/v1/audio/transcriptions", audio.transcriptions)
@@ -43,7 +43,7 @@ def setup(app: web.Application, daemon: Daemon) -> None:
 class AudioGateway:
     """The two handlers; the daemon's services hold the shared models."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Host) -> None:
         self.daemon = daemon
 
     async def transcriptions(self, request: web.Request) -> web.Response:

@@ -21,12 +21,12 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from ..core.engine import Bound, Event, RunResult
-    from ..daemon import Daemon
+    from .host import Host
 
 PREFIX = "pipeline/"
 
 
-def offered(daemon: Daemon) -> list[str]:
+def offered(daemon: Host) -> list[str]:
     """The model names of the serving pipelines that opted in."""
     return sorted(PREFIX + e.name for e in daemon.catalog.entries.values()
                   if e.bound is not None and _opted_in(e.bound))
@@ -36,7 +36,7 @@ def _opted_in(bound: Bound) -> bool:
     return bound.pipeline.gateway or bound.pipeline.mcp is not None
 
 
-def find(daemon: Daemon, model: str) -> Bound | None:
+def find(daemon: Host, model: str) -> Bound | None:
     """The pipeline a ``pipeline/NAME`` model stands for, if it serves and opted in."""
     bound = daemon.catalog.bound(model.removeprefix(PREFIX))
     return bound if bound is not None and _opted_in(bound) else None
@@ -62,11 +62,11 @@ def _text(output: Any) -> str:
     return json.dumps(output, ensure_ascii=False, default=str)
 
 
-async def chat(daemon: Daemon, request: web.Request, bound: Bound, model: str,
+async def chat(daemon: Host, request: web.Request, bound: Bound, model: str,
                body: Mapping[str, Any]) -> web.StreamResponse:
     """Answer one chat completion by running ``bound``."""
     from ..core.engine import new_run_id
-    from .gateway import openai_error
+    from .openai_errors import openai_error
 
     messages = list(body.get("messages") or ())
     trigger = {"kind": "gateway", "model": model, "messages": messages}

@@ -26,7 +26,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from ..core.pipeline import Pipeline
-    from ..daemon import Daemon
+    from .host import Host
 
 log = structlog.get_logger("harkd.mcp")
 
@@ -42,7 +42,7 @@ def tool_name(pipeline: Pipeline) -> str:
     return str(conf.get("tool") or pipeline.name.replace("-", "_").replace(".", "_"))
 
 
-def offered(daemon: Daemon) -> dict[str, Pipeline]:
+def offered(daemon: Host) -> dict[str, Pipeline]:
     """Tool name -> pipeline, for every serving pipeline with an ``mcp:`` block."""
     out: dict[str, Pipeline] = {}
     for entry in sorted(daemon.catalog.entries.values(), key=lambda e: e.name):
@@ -51,7 +51,7 @@ def offered(daemon: Daemon) -> dict[str, Pipeline]:
     return out
 
 
-async def run_as_tool(daemon: Daemon, pipeline_name: str, arguments: Mapping[str, Any],
+async def run_as_tool(daemon: Host, pipeline_name: str, arguments: Mapping[str, Any],
                       trigger: Mapping[str, Any]) -> tuple[bool, Any]:
     """Run a pipeline once with tool arguments; (ok, output or error message)."""
     bound = daemon.catalog.bound(pipeline_name)
@@ -78,7 +78,7 @@ def as_text(output: Any) -> str:
 class MCPEndpoint:
     """The SDK's server and session manager, started on first use; see the module doc."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Host) -> None:
         self.daemon = daemon
         self._manager: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -216,7 +216,7 @@ async def _asgi(app: Any, request: web.Request) -> web.StreamResponse:
     return response
 
 
-def setup(app: web.Application, daemon: Daemon) -> None:
+def setup(app: web.Application, daemon: Host) -> None:
     """Add ``/mcp`` (GET, POST and DELETE, as the transport defines them)."""
     endpoint = MCPEndpoint(daemon)
     daemon.services.shared["mcp_endpoint"] = endpoint

@@ -27,7 +27,7 @@ from ..errors import BackendError
 from .models import ModelSpec, check_installed, ensure_gguf, resolve
 
 if TYPE_CHECKING:
-    from ..services import Services
+    from ..contracts import Services
     from ..settings import Settings
 
 log = structlog.get_logger("harkd.localmodel")

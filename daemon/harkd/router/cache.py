@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -144,19 +144,17 @@ def loads(text: str) -> ChatResponse:
 
 
 def build(raw: Mapping[str, Any] | None, state: Path | None,
-          cluster: Any = None) -> Cache | None:
+          shared: Callable[[MemoryStore], Store] | None = None) -> Cache | None:
     """The ``router.cache`` section as a Cache; None when the section is absent.
-    ``store: redis`` needs the daemon's cluster link; without one it falls back to
-    memory."""
+    ``store: redis`` wraps a memory store with ``shared`` (in a cluster: Redis,
+    :class:`harkd.cluster.cache.RedisStore`); without it, memory alone."""
     if not raw:
         return None
     size = int(raw.get("max_entries", 1000))
     store: Store
     kind = raw.get("store", "memory")
-    if kind == "redis" and cluster is not None:
-        from ..cluster.cache import RedisStore
-
-        store = RedisStore(cluster, MemoryStore(size))
+    if kind == "redis" and shared is not None:
+        store = shared(MemoryStore(size))
     elif kind == "sqlite" and state is not None:
         from ..state import subdir
 

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -33,7 +34,7 @@ from .types import Attempt, ChatRequest, ChatResponse, Completion, Delta, ToolCa
 if TYPE_CHECKING:
     from ..cluster.limits import SharedBreakers, SharedLimit
     from ..cluster.link import Cluster
-    from ..services import Services
+    from ..contracts import Services
     from ..settings import Settings
 
 log = structlog.get_logger("harkd.router")
@@ -133,7 +134,12 @@ class Router:
         from ..cluster import of as cluster_of
 
         link = cluster_of(services) if services is not None else None
-        cache = build_cache(settings.router.get("cache"), settings.state, link)
+        shared = None
+        if link is not None:
+            from ..cluster.cache import RedisStore
+
+            shared = functools.partial(RedisStore, link)
+        cache = build_cache(settings.router.get("cache"), settings.state, shared)
         if services is None:
             router = cls(aliases, policy)
         else:

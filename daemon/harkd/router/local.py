@@ -13,7 +13,7 @@ from .openai import OpenAIBackend
 from .types import ChatRequest, Completion, Delta
 
 if TYPE_CHECKING:
-    from ..services import Services
+    from ..contracts import Services
 
 
 class LocalBackend:

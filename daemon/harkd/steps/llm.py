@@ -23,9 +23,10 @@ from ..streams import TextStream
 from ..templates import Renderable
 
 if TYPE_CHECKING:
+    from ..contracts import Router
     from ..core.engine import Run, StepRecord
     from ..core.pipeline import Build
-    from ..router import ChatRequest, ChatResponse, Router
+    from ..router import ChatRequest, ChatResponse
     from ..tools import Tool
 
 

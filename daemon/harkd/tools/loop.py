@@ -23,7 +23,8 @@ from ..secrets import REDACTOR
 from .registry import Tool, ToolContext, invoke
 
 if TYPE_CHECKING:
-    from ..router import ChatRequest, ChatResponse, Router, ToolCall
+    from ..contracts import Router
+    from ..router import ChatRequest, ChatResponse, ToolCall
 
 log = structlog.get_logger("harkd.tools")
 

@@ -30,7 +30,7 @@ from .mcp_config import PREFIX, SCHEMA, ServerConfig, parse, split_ref
 from .registry import Tool, ToolError
 
 if TYPE_CHECKING:
-    from ..services import Services
+    from ..contracts import Services
     from ..settings import Settings
 
 log = structlog.get_logger("harkd.mcp")

@@ -23,8 +23,8 @@ import structlog
 from ..errors import HarkError
 
 if TYPE_CHECKING:
+    from ..contracts import Services
     from ..core.engine import Run
-    from ..services import Services
 
 log = structlog.get_logger("harkd.tools")
 

@@ -43,8 +43,8 @@ from .http import error_response, trigger_data
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from ..contracts import Services
     from ..core.pipeline import Build
-    from ..services import Services
 
 log = structlog.get_logger("harkd.websocket")
 
@@ -263,7 +263,7 @@ class TextConnection:
         catalog = self.bound.services.catalog
         if catalog is None:
             return self.bound
-        bound = catalog.route(self.spec.path)
+        bound: Bound | None = catalog.route(self.spec.path)
         if bound is None or bound.name != self.bound.name:
             return None
         trigger = bound.pipeline.trigger

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 if TYPE_CHECKING:
-    from ..services import Services
+    from ..contracts import Services
 
 log = structlog.get_logger("harkd.voice")
 
