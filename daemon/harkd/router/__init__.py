@@ -9,8 +9,9 @@ told of every :class:`Attempt`.
 
 from __future__ import annotations
 
+from .calls import Observer
 from .config import Deployment, Policy
-from .core import ChatStream, Observer, Router, router_observers
+from .core import Router, router_observers
 from .errors import (
     BackendFailed,
     BackendTimeout,
@@ -19,6 +20,7 @@ from .errors import (
     NoDeployment,
     UnknownAlias,
 )
+from .streaming import ChatStream
 from .types import Attempt, ChatRequest, ChatResponse, Message, ToolCall, Usage
 
 __all__ = [
