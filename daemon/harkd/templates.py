@@ -176,7 +176,7 @@ def text(source: str, position: Position) -> Renderable:
     if single is not None:
         return expression(single.group("expr"), position)
     try:
-        _check_names(ENV.parse(source))
+        _parsed(source)
     except jinja2.TemplateSyntaxError as exc:
         raise _syntax(exc, position) from None
     return Template(source, position.pointer)
@@ -187,14 +187,26 @@ def expression(source: str, position: Position) -> Renderable:
     single = _SINGLE.match(source)
     body = (single.group("expr") if single else source).strip()
     try:
-        parser = Parser(ENV, body, state="variable")
-        _check_names(parser.parse_expression())
-        if not parser.stream.eos:
-            raise jinja2.TemplateSyntaxError("chunk after expression",
-                                             parser.stream.current.lineno)
+        _parsed_expression(body)
     except jinja2.TemplateSyntaxError as exc:
         raise _syntax(exc, position) from None
     return Expression(source, position.pointer, body)
+
+
+# Loading checks each source once per process: a hundred pipelines (or a reload of one
+# file among them) that share a template do not parse it again. A source that fails is
+# not cached and raises the same error each time.
+@functools.lru_cache(maxsize=8192)
+def _parsed(source: str) -> None:
+    _check_names(ENV.parse(source))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parsed_expression(body: str) -> None:
+    parser = Parser(ENV, body, state="variable")
+    _check_names(parser.parse_expression())
+    if not parser.stream.eos:
+        raise jinja2.TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
 
 
 def value(obj: Any, position: Callable[[str], Position], ptr: str) -> Renderable:
