@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harkd.core.registry import StepKind
+from harkd.registry import StepKind
 
 
 @dataclass(frozen=True)
