@@ -175,7 +175,7 @@ async def test_input_schema_is_checked_at_load(tmp_path: Path) -> None:
 
 
 async def test_the_shipped_example_through_every_door(tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parents[1] / "pipelines" / "word-count.yaml"
+    example = Path(__file__).resolve().parents[2] / "pipelines" / "word-count.yaml"
     async with run_daemon(tmp_path, {"word-count": example.read_text()}) as d:
         async with connect(d.url("/mcp")) as s:
             result = await s.call_tool("word_count", {"input": "MCP tools are handy"})

@@ -8,7 +8,7 @@ from pathlib import Path
 from harkd.config import config_schema
 from harkd.core import registry, schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_committed_schemas_match_the_registry() -> None:

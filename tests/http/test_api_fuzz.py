@@ -11,7 +11,7 @@ import pytest
 
 from harkd.testing import spawn_daemon
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_no_server_errors(tmp_path: Path) -> None:
