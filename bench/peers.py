@@ -317,12 +317,19 @@ def gateway(report: Report, scale: Scale) -> dict[str, dict[int, dict[str, float
                                                "p99": s[2].median}
                 if name == "direct":
                     continue
+                # issue 13's goals, for harkd: at 100 clients at least 0.6x a direct call's
+                # throughput, at one client at most 0.5 ms added to its p50
+                wide = name == "harkd" and c >= 100
                 report.add(Figure(SECTION_GATEWAY, f"{name}, {c} clients: req/s", s[0], "/s",
-                                  "direct", d[0], digits=0))
+                                  "direct", d[0], digits=0, goal="≥ 0.6x" if wide else "",
+                                  met=s[0].median >= 0.6 * d[0].median if wide else None))
                 over50 = Spread.of([x[1] - y[1] for x, y in zip(rs, runs["direct"],
                                                                strict=True)])
+                one = name == "harkd" and c == 1
                 report.add(Figure(SECTION_GATEWAY, f"{name}, {c} clients: p50 / overhead",
                                   s[1], " ms", "direct", d[1], digits=2,
+                                  goal="overhead ≤ 0.5 ms" if one else "",
+                                  met=over50.median <= 0.5 if one else None,
                                   note=f"overhead {over50.median:.2f} ms, "
                                        f"p99 {s[2].median:.2f} vs {d[2].median:.2f} ms"))
         fallback(report, root, up, stack, scale)
