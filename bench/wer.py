@@ -1,9 +1,11 @@
 """Word error rate of the stt step (Whisper tiny.en, int8) on generated commands.
 
-    .venv/bin/python bench/wer.py [--voices en-us,en-gb] [--piper]
+    .venv/bin/python bench/wer.py [--voices en-us,en-gb] [--piper] [--window 15]
 
 Each of the 32 commands is spoken by espeak-ng in each voice (and by Piper with --piper),
 transcribed the way the stt step does it (normalised, greedy), and scored word by word.
+``--window`` sets the encoder window in seconds (the stt step's ``window``; 30 is
+Whisper's own).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--voices", default="en-us,en-gb")
     ap.add_argument("--piper", action="store_true")
+    ap.add_argument("--window", type=float, default=30.0)
     args = ap.parse_args()
     model = Whisper.load()
     sources: list[tuple[str, str, Audio]] = []
@@ -40,7 +43,7 @@ def main() -> None:
     elapsed: list[float] = []
     for voice, ref, audio in sources:
         t0 = time.perf_counter()
-        hyp = model.transcribe(normalise(from_pcm(audio.pcm))).text
+        hyp = model.transcribe(normalise(from_pcm(audio.pcm)), window=args.window).text
         elapsed.append(time.perf_counter() - t0)
         e, n = wer(ref, hyp)
         t = totals.setdefault(voice, [0, 0])
@@ -53,7 +56,8 @@ def main() -> None:
     for voice, (e, n) in totals.items():
         print(f"WER {voice:10} {100 * e / n:5.1f}%  ({e}/{n} words)")
     print(f"WER overall    {100 * all_e / all_n:5.1f}%  over {len(sources)} utterances; "
-          f"stt median {1000 * sorted(elapsed)[len(elapsed) // 2]:.0f} ms per utterance")
+          f"stt median {1000 * sorted(elapsed)[len(elapsed) // 2]:.0f} ms per utterance "
+          f"(window {args.window:g} s)")
 
 
 if __name__ == "__main__":

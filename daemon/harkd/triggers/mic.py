@@ -38,8 +38,26 @@ VAD_SCHEMA: dict[str, Any] = {
                                           "rejects most noise."},
         "min_speech": {**DURATION, "default": "200ms",
                        "description": "Voice needed before a turn starts."},
-        "silence": {**DURATION, "default": "600ms",
-                    "description": "Silence that ends a turn."},
+        "silence": {**DURATION, "default": "1s",
+                    "description": "Silence that always ends a turn (the only rule with "
+                                   "end_of_turn: off)."},
+        "end_of_turn": {"enum": ["smart-turn", "heuristic", "off"], "default": "smart-turn",
+                        "description": "At a pause of min_silence, whether the turn "
+                                       "sounds complete (then it ends at once): "
+                                       "smart-turn: Pipecat's Smart Turn v3 audio model, "
+                                       "vetoed when the transcript ends in a word like "
+                                       "'the', 'and', 'to'; heuristic: that transcript "
+                                       "check alone; off: only silence ends a turn."},
+        "min_silence": {**DURATION, "default": "200ms",
+                        "description": "The pause at which the turn is transcribed and "
+                                       "judged."},
+        "threshold": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
+                      "description": "smart-turn: the probability of a finished turn "
+                                     "needed to end it early."},
+        "speculate": {"type": "boolean", "default": True,
+                      "description": "Start the run (LLM, TTS) on the transcript at the "
+                                     "pause, its reply held until the turn is over; "
+                                     "discarded if the user goes on."},
         "max_utterance": {**DURATION, "default": "15s",
                           "description": "A turn is cut at this length."},
         "pre_roll": {**DURATION, "default": "300ms",
@@ -145,7 +163,7 @@ class MicTrigger:
 
 
 def build(params: dict[str, Any], b: Build) -> MicTrigger:
-    for key in ("silence", "min_speech", "max_utterance", "pre_roll"):
+    for key in ("silence", "min_silence", "min_speech", "max_utterance", "pre_roll"):
         if key in (params.get("vad") or {}):
             b.child(b.pointer + "/vad").seconds(key, params["vad"][key])
     if params.get("mode") == "wake" and not params.get("wake"):

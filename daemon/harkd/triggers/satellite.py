@@ -80,7 +80,7 @@ PARAMS: dict[str, Any] = {
 
 
 def build(params: dict[str, Any], b: Build) -> SatelliteTrigger:
-    for key in ("silence", "min_speech", "max_utterance", "pre_roll"):
+    for key in ("silence", "min_silence", "min_speech", "max_utterance", "pre_roll"):
         if key in (params.get("vad") or {}):
             b.child(b.pointer + "/vad").seconds(key, params["vad"][key])
     if params.get("mode") == "wake" and not params.get("wake"):

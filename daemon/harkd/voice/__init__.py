@@ -12,3 +12,6 @@ AUDIO_OUT = "voice.audio_out"
 #: ``Run.extra`` key of the :class:`~harkd.voice.playback.Speaking` of the listener that
 #: started the run (it interrupts playback on barge-in)
 SPEAKING = "voice.speaking"
+#: ``Run.extra`` key of the :class:`~harkd.voice.turn.TurnGate` of a speculative run: its
+#: reply waits there until the turn is known to be over
+TURN_GATE = "voice.turn_gate"

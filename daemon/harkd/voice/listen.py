@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from ..errors import HarkError
-from . import AUDIO_OUT, SPEAKING
+from . import AUDIO_OUT, SPEAKING, TURN_GATE
 from .frames import FRAME_MS, from_pcm
 from .playback import AudioOut, Speaking
+from .turn import TurnEnder
 from .vad import Endpointer, Utterance, VadConfig
 from .wake import WakeConfig, WakeSpotter
 
@@ -85,6 +86,8 @@ class Listener:
         self.runs: set[asyncio.Task[Any]] = set()
         self._current: asyncio.Task[Any] | None = None
         self._turns: asyncio.Queue[Utterance] = asyncio.Queue(maxsize=8)
+        #: ends turns early at a pause that sounds complete, and speculates (:mod:`.turn`)
+        self.ender = TurnEnder(self)
 
     # -- fed from the capture loop -------------------------------------------------------
 
@@ -98,12 +101,13 @@ class Listener:
         utt = self.endpointer.push(frame, floor)
         if self.endpointer.just_started:
             self._onset()
+        utt = self.ender.frame(utt)
         if utt is not None:
             self._queue(utt)
 
     def stop(self) -> None:
         """End the current turn now (the client sent stop, the button was released)."""
-        utt = self.endpointer.stop("stop")
+        utt = self.ender.frame(self.endpointer.stop("stop"))
         if utt is not None:
             self._queue(utt)
 
@@ -125,6 +129,10 @@ class Listener:
     def _onset(self) -> None:
         if self.speaking.active and self.config.barge_in.enabled:
             self.interrupt("barge_in")
+
+    def queue_turn(self, utt: Utterance) -> None:
+        """Hand a finished turn to the worker (which checks the wake word, then runs)."""
+        self._queue(utt)
 
     def _queue(self, utt: Utterance) -> None:
         try:
@@ -181,21 +189,31 @@ class Listener:
                  score=match.score if match else None, refractory=in_refractory)
         return None
 
-    async def _start(self, utt: Utterance) -> None:
+    async def start_turn(self, utt: Utterance) -> asyncio.Task[Any]:
+        """Start the run of a turn now; a speculative one (``utt.gate``) sends its events
+        and audio only once the gate opens. The run's task."""
+        return await self._start(utt)
+
+    async def _start(self, utt: Utterance) -> asyncio.Task[Any]:
         previous = self._current
         if previous is not None and not previous.done() and self.config.barge_in.enabled:
             previous.cancel()
         speaking = Speaking()
         self.speaking = speaking
-        trigger = {**self.trigger, "turn": utt.trace.as_dict()}
-        run = self.bound.new_run(utt, trigger, self.emit, streaming=True)
+        gate = utt.gate
+        trigger = {**self.trigger, "turn": gate.trace if gate else utt.trace.as_dict()}
+        run = self.bound.new_run(utt, trigger, gate.emit if gate else self.emit,
+                                 streaming=True)
         run.extra[SPEAKING] = speaking
+        if gate is not None:
+            run.extra[TURN_GATE] = gate
         if self.audio_out is not None:
             run.extra[AUDIO_OUT] = self.audio_out()
         task = asyncio.create_task(self._run(run), name=f"voice-run:{run.id}")
         self.runs.add(task)
         task.add_done_callback(self.runs.discard)
         self._current = task
+        return task
 
     async def _run(self, run: Any) -> None:
         result = await self.bound.run(run)

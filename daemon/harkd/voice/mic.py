@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("harkd.voice")
 
+#: the ``vad`` options that are durations
+VAD_DURATIONS = ("min_speech", "silence", "min_silence", "max_utterance", "pre_roll")
+
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 
@@ -38,7 +41,10 @@ def listen_config(params: dict[str, Any]) -> ListenConfig:
     vad_raw = dict(params.get("vad") or {})
     vad = VadConfig(
         aggressiveness=int(vad_raw.get("aggressiveness", VadConfig.aggressiveness)),
-        **{k: seconds(v) for k, v in vad_raw.items() if k != "aggressiveness"})
+        end_of_turn=vad_raw.get("end_of_turn", VadConfig.end_of_turn),
+        threshold=float(vad_raw.get("threshold", VadConfig.threshold)),
+        speculate=bool(vad_raw.get("speculate", VadConfig.speculate)),
+        **{k: seconds(v) for k, v in vad_raw.items() if k in VAD_DURATIONS})
     wake_raw = params.get("wake")
     wake: WakeConfig | None = None
     if isinstance(wake_raw, str):

@@ -2,8 +2,9 @@
 sentence.
 
 :func:`sentences` cuts streamed text (LLM deltas) into sentences as soon as each one is
-complete, and :class:`Speech` synthesizes them one ahead of playback, so the first
-sentence is spoken while the rest of the reply is still being written.
+complete (the first one already at a comma once it has ``FIRST_CLAUSE_WORDS`` words), and
+:class:`Speech` synthesizes them one ahead of playback, so the first clause is spoken
+while the rest of the reply is still being written.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ _END = re.compile(r"([.!?;:]+[\"')\]]*)(\s+)|(\n+)")
 _SOFT = re.compile(r"([,\u2014-])\s+")
 #: a clause longer than this is spoken at its last comma rather than waiting for a full stop
 SOFT_LIMIT = 120
+#: the reply's first clause is spoken at its first comma once it has this many words
+FIRST_CLAUSE_WORDS = 4
 
 
 class Synthesizer(Protocol):
@@ -89,8 +92,10 @@ ENGINES: dict[str, Callable[..., Synthesizer]] = {"piper": PiperTTS, "espeak": E
 
 
 async def sentences(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Yield each complete sentence of streamed text as soon as its end arrives."""
+    """Yield each complete sentence of streamed text as soon as its end arrives; the
+    first may be a clause ending in a comma (voice replies start sooner)."""
     buf = ""
+    first = True
     async for chunk in chunks:
         buf += chunk
         while True:
@@ -100,7 +105,14 @@ async def sentences(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
             cut = m.end(1) if m.group(1) else m.start(3)
             piece, buf = buf[:cut].strip(), buf[m.end():]
             if piece:
+                first = False
                 yield piece
+        clause = next((c for c in _SOFT.finditer(buf)
+                       if len(buf[:c.start()].split()) >= FIRST_CLAUSE_WORDS), None)
+        if first and clause is not None:
+            piece, buf = buf[:clause.end(1)].strip(), buf[clause.end():]
+            first = False
+            yield piece
         if len(buf) > SOFT_LIMIT:
             soft = list(_SOFT.finditer(buf))
             if soft:

@@ -3,9 +3,10 @@
 :class:`Endpointer` takes 20 ms frames and gives back an :class:`Utterance` when a turn
 ends. It keeps ``pre_roll`` of audio from before the speech onset so first syllables are
 not cut, starts a turn once ``min_speech`` of the recent frames are voiced, and ends it
-after ``silence`` without voice, at ``max_utterance``, or when the client says stop. Each
-turn carries a :class:`TurnTrace` that the run log shows, so a user can see why the
-assistant cut them off or kept waiting.
+after ``silence`` without voice, at ``max_utterance``, or when the client says stop. An
+end-of-turn check (:mod:`.turn`) may end it sooner, at a pause of ``min_silence``, with
+:meth:`Endpointer.end`. Each turn carries a :class:`TurnTrace` that the run log shows, so a
+user can see why the assistant cut them off or kept waiting.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .frames import FRAME_BYTES, FRAME_MS, RATE, Audio, rms
 
-EndRule = Literal["silence", "max_utterance", "stop", "end_of_stream"]
+if TYPE_CHECKING:
+    from .turn import TurnGate
+
+EndRule = Literal["silence", "complete", "max_utterance", "stop", "end_of_stream"]
+#: how the end of a turn is judged at a pause: an audio model with a transcript check, the
+#: transcript check alone, or only the ``silence`` rule
+EndOfTurn = Literal["smart-turn", "heuristic", "off"]
 
 
 @dataclass(frozen=True)
@@ -26,15 +33,19 @@ class VadConfig:
 
     aggressiveness: int = 2
     min_speech: float = 0.2
-    silence: float = 0.6
+    silence: float = 1.0
     max_utterance: float = 15.0
     pre_roll: float = 0.3
+    end_of_turn: EndOfTurn = "smart-turn"
+    min_silence: float = 0.2
+    threshold: float = 0.5
+    speculate: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.aggressiveness <= 3:
             raise ValueError("vad aggressiveness must be 0, 1, 2 or 3")
-        if self.silence < FRAME_MS / 1000 or self.min_speech < FRAME_MS / 1000:
-            raise ValueError("vad silence and min_speech must be at least 20ms")
+        if min(self.silence, self.min_speech, self.min_silence) < FRAME_MS / 1000:
+            raise ValueError("vad silence, min_silence and min_speech must be at least 20ms")
 
     @staticmethod
     def frames(seconds: float) -> int:
@@ -67,11 +78,15 @@ class TurnTrace:
 @dataclass(frozen=True)
 class Utterance:
     """One turn of speech in the internal format, with its trace and, when the wake word
-    detector already transcribed it, its ``text`` (so ``stt`` need not run twice)."""
+    detector or an end-of-turn pass already transcribed it, its ``text`` (so ``stt`` need
+    not run twice; ``stt_ms`` is what that pass took). A speculative turn carries the
+    ``gate`` that holds its reply until the turn is known to be over."""
 
     audio: Audio
     trace: TurnTrace
     text: str | None = None
+    stt_ms: float | None = None
+    gate: TurnGate | None = None
 
     @property
     def seconds(self) -> float:
@@ -120,6 +135,12 @@ class Endpointer:
     @property
     def in_speech(self) -> bool:
         return bool(self._turn)
+
+    @property
+    def pause(self) -> int:
+        """Frames without voice since the last voiced one in the current turn (0 outside
+        a turn, and while a push-to-talk turn is held)."""
+        return 0 if not self._turn or self._held else self._unvoiced_run
 
     def is_speech(self, frame: bytes, floor: float = 0.0) -> bool:
         if len(frame) != FRAME_BYTES:
@@ -181,6 +202,15 @@ class Endpointer:
             self._begin()
         return self._finish(rule)
 
+    def end(self, rule: EndRule = "complete") -> Utterance | None:
+        """End the current turn now, at a pause an end-of-turn check found complete."""
+        return self._finish(rule) if self._turn else None
+
+    def peek(self, rule: EndRule = "complete") -> Utterance | None:
+        """The current turn as it would end now, without ending it (a speculative pass
+        transcribes this while the endpointer waits on)."""
+        return self._utterance(rule) if self._turn else None
+
     def _begin(self) -> None:
         frames = list(self._pre)
         pre_n = VadConfig.frames(self.config.pre_roll)
@@ -196,6 +226,12 @@ class Endpointer:
         self.just_started = True
 
     def _finish(self, rule: EndRule) -> Utterance:
+        utt = self._utterance(rule)
+        self._turn = []
+        self._unvoiced_run = 0
+        return utt
+
+    def _utterance(self, rule: EndRule) -> Utterance:
         sec = FRAME_MS / 1000
         end_n = self._n
         start = (self._start_frame - 1) * sec
@@ -214,6 +250,4 @@ class Endpointer:
         # Trailing silence carries nothing for Whisper; keep a little so words are not cut.
         tail = max(0, self._unvoiced_run - VadConfig.frames(0.2))
         frames = self._turn[: len(self._turn) - tail] if tail else self._turn
-        self._turn = []
-        self._unvoiced_run = 0
         return Utterance(Audio(b"".join(frames)), trace)
