@@ -91,7 +91,7 @@ class Template:
     where: str
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        return _guard(self.where, lambda: _compiled_template(self.source).render(context))
+        return _guard(self.where, lambda: _render(self.source, context))
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,22 @@ class Expression:
 # dearer and waits for the first render, and a source is compiled once per process
 # however many pipelines and versions hold it.
 @functools.lru_cache(maxsize=8192)
-def _compiled_template(source: str) -> jinja2.Template:
-    return ENV.from_string(source)
+def _compiled_template(source: str) -> tuple[jinja2.Template, dict[str, Any]]:
+    template = ENV.from_string(source)
+    return template, dict(template.globals)
+
+
+def _render(source: str, context: Mapping[str, Any]) -> str:
+    """What ``Template.render(context)`` does, with the template's globals merged into a
+    plain dict once per source rather than read from Jinja's ChainMap on every render
+    (7.5 -> 3 µs for a one-line template)."""
+    template, globals_ = _compiled_template(source)
+    ctx = template.new_context({**globals_, **context}, shared=True)
+    try:
+        text: str = template.environment.concat(template.root_render_func(ctx))
+    except Exception:  # noqa: BLE001 - as Template.render: Jinja re-raises it, its traceback
+        template.environment.handle_exception()  # pointing into the template
+    return text
 
 
 @functools.lru_cache(maxsize=8192)
