@@ -142,6 +142,23 @@ async def test_without_speculation_the_old_fixed_silence_stands(
     assert not [e for e in logs if e["event"].startswith("voice_speculation")]
 
 
+async def test_a_pipeline_with_side_effects_is_not_run_speculatively(
+        tmp_path: Path, models: Models) -> None:
+    pipe = PIPE.replace("VAD", "{}").replace(
+        '  - template: "You said {{ input }}"\n',
+        '  - http: {url: "http://127.0.0.1:9/lights", method: POST}\n')
+    async with run_daemon(tmp_path) as d:
+        d.daemon.services.shared.update(models.shared())
+        await d.write("lights", pipe)
+        with capture_logs() as logs:
+            async with d.http.ws_connect(d.ws_url("/ws/lights")) as ws:
+                await wait_until(lambda: any(e["event"] == "voice_no_speculation"
+                                             for e in logs))
+                await ws.close()
+    refused = [e for e in logs if e["event"] == "voice_no_speculation"]
+    assert refused[0]["step"] == "http"
+
+
 @pytest.mark.parametrize(("text", "complete"), [
     ("Turn on the kitchen lights.", True), ("What time is it?", True),
     ("Turn it off", True), ("Call her.", True),

@@ -118,7 +118,11 @@ class LLMStep:
         if key is None:
             return
         from ..sessions import store_for
+        from ..voice import TURN_GATE
 
+        gate = run.extra.get(TURN_GATE)
+        if gate is not None:
+            await gate.wait()  # a speculative voice turn is remembered once it is real
         text = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
         await store_for(run.services).save(key, [*new, {"role": "assistant", "content": text}])
 

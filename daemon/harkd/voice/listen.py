@@ -87,7 +87,7 @@ class Listener:
         self._current: asyncio.Task[Any] | None = None
         self._turns: asyncio.Queue[Utterance] = asyncio.Queue(maxsize=8)
         #: ends turns early at a pause that sounds complete, and speculates (:mod:`.turn`)
-        self.ender = TurnEnder(self)
+        self.ender = TurnEnder(self, config.vad, config.mode)
 
     # -- fed from the capture loop -------------------------------------------------------
 

@@ -15,8 +15,9 @@ starts with one), and asks whether the turn sounds complete:
 * ``off``: only the ``silence`` rule ends a turn.
 
 A complete turn ends at once, its transcript already known, so ``stt`` does not run again.
-With ``speculate`` the pipeline run starts as soon as the transcript is known, before the
-decision, like LiveKit's preemptive generation: its LLM and TTS work while the endpointer
+With ``speculate`` (and a pipeline of harmless steps: :data:`HARMLESS`, no tools) the
+pipeline run starts as soon as the transcript is known, before the decision, like
+LiveKit's preemptive generation: its LLM and TTS work while the endpointer
 waits, and a :class:`TurnGate` holds its events and its first audio until the turn is
 over. If the user goes on speaking, the speculative run is cancelled (recorded as a
 cancelled run) and counted as discarded; if the turn ends by silence with no voice since
@@ -30,18 +31,19 @@ import asyncio
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from ..errors import StepError
 from .frames import RATE, Float32, from_pcm
-from .vad import TurnTrace, Utterance, VadConfig
+from .vad import Endpointer, TurnGate, Utterance, VadConfig
 
 if TYPE_CHECKING:
     from ..contracts import Services
-    from ..core.engine import EventSink
-    from .listen import Listener
+    from ..core.engine import Bound, EventSink
+    from .frames import Audio
+    from .stt import Transcript, Whisper
 
 log = structlog.get_logger("harkd.voice")
 
@@ -134,57 +136,24 @@ async def smart_turn(services: Services) -> SmartTurn:
     return await shared(services, "voice.smart_turn", SmartTurn)
 
 
-class TurnGate:
-    """Holds a speculative run's events and first audio until its turn is over.
+class TurnHost(Protocol):
+    """What a :class:`TurnEnder` uses of its :class:`~harkd.voice.listen.Listener`."""
 
-    ``trace`` is the run's live turn trace: the one at the pass until :meth:`open` puts
-    the final one in place (the run log and metrics read it when the run ends).
-    """
+    bound: Bound
+    endpointer: Endpointer
+    emit: EventSink | None
 
-    def __init__(self, sink: EventSink | None, trace: TurnTrace) -> None:
-        self.sink = sink
-        self.trace: dict[str, Any] = trace.as_dict()
-        self._open = asyncio.Event()
-        self._held: list[dict[str, Any]] = []
-        self._lock = asyncio.Lock()
-        self._flusher: asyncio.Future[None] | None = None
+    async def start_turn(self, utt: Utterance) -> asyncio.Task[Any]: ...
 
-    @property
-    def is_open(self) -> bool:
-        return self._open.is_set()
+    def queue_turn(self, utt: Utterance) -> None: ...
 
-    async def wait(self) -> None:
-        await self._open.wait()
 
-    def open(self, trace: TurnTrace) -> None:
-        self.trace.clear()
-        self.trace.update(trace.as_dict())
-        self._open.set()
+class Transcriber(Protocol):
+    """The ``stt`` step, whose options the pass transcribes with."""
 
-    def close(self) -> None:
-        """The run was discarded: drop what was held."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-        self._held.clear()
+    async def whisper(self, services: Services) -> Whisper: ...
 
-    async def emit(self, event: dict[str, Any]) -> None:
-        """The run's event sink: held while the gate is shut, in order after."""
-        async with self._lock:
-            if not self._open.is_set():
-                self._held.append(event)
-                if len(self._held) == 1:
-                    self._flusher = asyncio.ensure_future(self._flush())
-                return
-            if self.sink is not None:
-                await self.sink(event)
-
-    async def _flush(self) -> None:
-        await self._open.wait()
-        async with self._lock:
-            held, self._held = self._held, []
-            for event in held:
-                if self.sink is not None:
-                    await self.sink(event)
+    def transcribe_with(self, model: Whisper, audio: Audio) -> Transcript: ...
 
 
 @dataclass
@@ -219,13 +188,14 @@ class TurnEnder:
     returned; it returns the utterance to queue as a new turn, or None.
     """
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: TurnHost, config: VadConfig, mode: str) -> None:
         self.listener = listener
-        self.config: VadConfig = listener.config.vad
+        self.config = config
         self.stats = Stats()
-        self.stt = _stt_step(listener) if listener.config.mode == "always" else None
-        self.model = self.config.end_of_turn
-        self.enabled = listener.config.mode != "push_to_talk" and (
+        self.stt = _stt_step(listener) if mode == "always" else None
+        self.model = config.end_of_turn
+        self.speculate = config.speculate and _harmless(listener)
+        self.enabled = mode != "push_to_talk" and (
             self.model == "smart-turn" or self.stt is not None)
         self._min = VadConfig.frames(self.config.min_silence)
         self._pass: _Pass | None = None
@@ -304,7 +274,7 @@ class TurnEnder:
             p.notes["text"] = text
             if not text:
                 return  # nothing heard: the silence rule ends it, and stt says so
-            if self.config.speculate:
+            if self.speculate:
                 p.gate = TurnGate(listener.emit, snap.trace)
                 p.run = await listener.start_turn(
                     Utterance(snap.audio, snap.trace, text, stt_ms, p.gate))
@@ -336,10 +306,25 @@ class TurnEnder:
             listener.queue_turn(Utterance(utt.audio, utt.trace, text, stt_ms))
 
 
-def _stt_step(listener: Listener) -> Any:
-    """The pipeline's first step when it is ``stt`` (its options are the pass's)."""
-    from ..steps.voice import SttStep
+#: steps a speculative run may take before its turn is known to be over: they change
+#: nothing outside the run (an ``llm`` with a ``session`` saves it only once the gate opens)
+HARMLESS = frozenset({"stt", "llm", "template", "tts", "play", "set", "log"})
 
+
+def _harmless(listener: TurnHost) -> bool:
+    """Whether the pipeline may run speculatively: only :data:`HARMLESS` steps, and no
+    ``llm`` with tools (a tool call could switch on the lights for half a sentence)."""
+    for entry in listener.bound.pipeline.steps:
+        if entry.kind not in HARMLESS or bool(getattr(entry.step, "tools", None)):
+            log.info("voice_no_speculation", pipeline=listener.bound.name, step=entry.kind)
+            return False
+    return True
+
+
+def _stt_step(listener: TurnHost) -> Transcriber | None:
+    """The pipeline's first step when it is ``stt`` (its options are the pass's)."""
     steps = listener.bound.pipeline.steps
-    first = steps[0].step if steps else None
-    return first if isinstance(first, SttStep) else None
+    if not steps or steps[0].kind != "stt" or not hasattr(steps[0].step, "transcribe_with"):
+        return None
+    step: Transcriber = steps[0].step  # type: ignore[assignment]
+    return step

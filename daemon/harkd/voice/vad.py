@@ -11,6 +11,7 @@ user can see why the assistant cut them off or kept waiting.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .frames import FRAME_BYTES, FRAME_MS, RATE, Audio, rms
 
 if TYPE_CHECKING:
-    from .turn import TurnGate
+    from ..core.engine import EventSink
 
 EndRule = Literal["silence", "complete", "max_utterance", "stop", "end_of_stream"]
 #: how the end of a turn is judged at a pause: an audio model with a transcript check, the
@@ -73,6 +74,59 @@ class TurnTrace:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+class TurnGate:
+    """Holds a speculative run's events and first audio until its turn is over.
+
+    ``trace`` is the run's live turn trace: the one at the pass until :meth:`open` puts
+    the final one in place (the run log and metrics read it when the run ends).
+    """
+
+    def __init__(self, sink: EventSink | None, trace: TurnTrace) -> None:
+        self.sink = sink
+        self.trace: dict[str, Any] = trace.as_dict()
+        self._open = asyncio.Event()
+        self._held: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
+        self._flusher: asyncio.Future[None] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    async def wait(self) -> None:
+        await self._open.wait()
+
+    def open(self, trace: TurnTrace) -> None:
+        self.trace.clear()
+        self.trace.update(trace.as_dict())
+        self._open.set()
+
+    def close(self) -> None:
+        """The run was discarded: drop what was held."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self._held.clear()
+
+    async def emit(self, event: dict[str, Any]) -> None:
+        """The run's event sink: held while the gate is shut, in order after."""
+        async with self._lock:
+            if not self._open.is_set():
+                self._held.append(event)
+                if len(self._held) == 1:
+                    self._flusher = asyncio.ensure_future(self._flush())
+                return
+            if self.sink is not None:
+                await self.sink(event)
+
+    async def _flush(self) -> None:
+        await self._open.wait()
+        async with self._lock:
+            held, self._held = self._held, []
+            for event in held:
+                if self.sink is not None:
+                    await self.sink(event)
 
 
 @dataclass(frozen=True)
