@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.registry import TriggerKind
@@ -21,7 +22,7 @@ from .http import error_response
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..core.engine import Bound
+    from ..core.bound import Bound
     from ..core.pipeline import Build
     from ..voice.listen import Listener
 
@@ -75,16 +76,48 @@ BARGE_IN_SCHEMA: dict[str, Any] = {
                       "description": "Voice must be this many times louder (RMS) than "
                                      "the reply playing, so the assistant does not "
                                      "interrupt itself."},
-            "min_level": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.01},
+            "min_level": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.01,
+                          "description": "Voice below this RMS never interrupts."},
+            "echo": {"enum": ["reference", "level"], "default": "reference",
+                     "description": "reference: take what the reply played out of what "
+                                    "the mic hears (echo cancellation), so the reply "
+                                    "never interrupts itself; level: only voice ratio "
+                                    "times louder than the reply counts."},
         }},
     ],
 }
+
+CLEAN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Clean the incoming audio before VAD, wake word and STT (WebRTC's "
+                   "noise suppression and automatic gain).",
+    "properties": {
+        "noise_suppression": {"type": "integer", "minimum": 0, "maximum": 4, "default": 0,
+                              "description": "0 off, 1 to 4 stronger."},
+        "auto_gain": {"type": "integer", "minimum": 0, "maximum": 31, "default": 0,
+                      "description": "Target level in dB below full scale (3 is loud); "
+                                     "0 off."},
+    },
+}
+
+#: microWakeWord models in pymicro-wakeword's wheel (harkd.voice.microwake.BUILTIN)
+WAKE_MODELS = ("okay_nabu", "hey_jarvis", "hey_mycroft", "alexa")
 
 WAKE_SCHEMA: dict[str, Any] = {
     "description": "A wake phrase, or its options. With one, mode defaults to wake.",
     "anyOf": [
         {"type": "string", "minLength": 1},
         {"type": "object", "additionalProperties": False, "properties": {
+            "engine": {"enum": ["whisper", "microwakeword"], "default": "whisper",
+                       "description": "whisper: Whisper transcribes each turn and its "
+                                      "start is matched against the phrase (any phrase); "
+                                      "microwakeword: a trained model listens to every "
+                                      "frame (okay nabu, hey jarvis, hey mycroft, alexa)."},
+            "model": {"type": "string", "minLength": 1,
+                      "description": "microwakeword: okay_nabu, hey_jarvis, hey_mycroft, "
+                                     "alexa, or the path of a model's .json. Default: "
+                                     "from the phrase, else okay_nabu."},
             "phrase": {"type": "string", "minLength": 1, "default": "hey hark"},
             "sensitivity": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
                             "description": "Higher wakes on looser matches (fewer misses, "
@@ -111,6 +144,7 @@ PARAMS: dict[str, Any] = {
         "wake": WAKE_SCHEMA,
         "vad": VAD_SCHEMA,
         "barge_in": BARGE_IN_SCHEMA,
+        "clean": CLEAN_SCHEMA,
         "preload": {"type": "boolean", "default": True,
                     "description": "Load Whisper when the pipeline binds."},
     },
@@ -162,12 +196,32 @@ class MicTrigger:
         return web.json_response({"ok": True, "action": action})
 
 
+def check_wake(params: dict[str, Any], b: Build) -> None:
+    """A microwakeword wake needs a model that exists: a built-in one (named, or by its
+    phrase) or a model's .json."""
+    wake = params.get("wake")
+    if not isinstance(wake, dict) or wake.get("engine") != "microwakeword":
+        return
+    if "model" in wake:
+        name, key = wake["model"], "model"
+    elif "phrase" in wake:
+        name, key = "_".join(wake["phrase"].lower().replace(",", " ").split()), "phrase"
+    else:
+        return
+    if name not in WAKE_MODELS and not (name.endswith(".json")
+                                        and Path(name).expanduser().is_file()):
+        b.child(b.pointer + "/wake").error(
+            key, f"no microWakeWord model {name!r}: use one of {', '.join(WAKE_MODELS)} "
+                 "or the path of a model's .json")
+
+
 def build(params: dict[str, Any], b: Build) -> MicTrigger:
     for key in ("silence", "min_silence", "min_speech", "max_utterance", "pre_roll"):
         if key in (params.get("vad") or {}):
             b.child(b.pointer + "/vad").seconds(key, params["vad"][key])
     if params.get("mode") == "wake" and not params.get("wake"):
         b.error("mode", "mode wake needs a wake phrase (wake: hey hark)")
+    check_wake(params, b)
     return MicTrigger(params=params, path=f"/mic/{b.name}")
 
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from .. import durations
 from ..core.registry import TriggerKind
 from .http import error_response
-from .mic import BARGE_IN_SCHEMA, VAD_SCHEMA, WAKE_SCHEMA
+from .mic import BARGE_IN_SCHEMA, CLEAN_SCHEMA, VAD_SCHEMA, WAKE_SCHEMA, check_wake
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..core.engine import Bound
+    from ..core.bound import Bound
     from ..core.pipeline import Build
     from ..voice.satellite import SatelliteLink
 
@@ -73,6 +73,7 @@ PARAMS: dict[str, Any] = {
         "wake": WAKE_SCHEMA,
         "vad": VAD_SCHEMA,
         "barge_in": BARGE_IN_SCHEMA,
+        "clean": CLEAN_SCHEMA,
         "backoff_max": {**durations.SCHEMA, "default": "30s",
                         "description": "Longest wait between reconnection attempts."},
     },
@@ -85,6 +86,7 @@ def build(params: dict[str, Any], b: Build) -> SatelliteTrigger:
             b.child(b.pointer + "/vad").seconds(key, params["vad"][key])
     if params.get("mode") == "wake" and not params.get("wake"):
         b.error("mode", "mode wake needs a wake phrase (wake: hey hark)")
+    check_wake(params, b)
     if "backoff_max" in params:
         b.seconds("backoff_max", params["backoff_max"])
     uri = params.get("uri")

@@ -3,14 +3,18 @@
 A :class:`Listener` is fed 20 ms frames (by the mic trigger or an audio WebSocket) and
 never blocks: ``feed`` runs VAD and returns, and finished turns are handled by its worker
 task (the wake-word check needs Whisper, which runs in a thread). While a reply is being
-spoken, a frame counts as voice only if it is clearly louder than what is playing, so the
-assistant does not interrupt itself; a real onset interrupts the reply at once.
+spoken, what was played is taken out of each frame (:mod:`.echo`; or, with ``barge_in:
+{echo: level}``, a frame counts as voice only if it is clearly louder than the playback),
+so the assistant does not interrupt itself; a real onset interrupts the reply at once.
+Frames may be cleaned (noise suppression, automatic gain) before VAD, and a trained
+wake-word model (:mod:`.microwake`) may listen to every frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,6 +23,8 @@ import structlog
 
 from ..errors import HarkError
 from . import AUDIO_OUT, SPEAKING, TURN_GATE
+from .clean import CleanConfig, Cleaner
+from .echo import EchoGate
 from .frames import FRAME_MS, from_pcm
 from .playback import AudioOut, Speaking
 from .turn import TurnEnder
@@ -26,21 +32,26 @@ from .vad import Endpointer, Utterance, VadConfig
 from .wake import WakeConfig, WakeSpotter
 
 if TYPE_CHECKING:
-    from ..core.engine import Bound, EventSink, RunResult
+    from ..core.bound import Bound
+    from ..core.run import EventSink, RunResult
+    from .microwake import MicroWake
 
 log = structlog.get_logger("harkd.voice")
 
 Mode = Literal["wake", "always", "push_to_talk"]
+EchoMode = Literal["reference", "level"]
 
 
 @dataclass(frozen=True)
 class BargeIn:
-    """When the user may interrupt a reply: ``ratio`` times louder than the playback
-    level (or above ``min_level`` RMS), for the VAD's ``min_speech``."""
+    """When the user may interrupt a reply: voice above ``min_level`` RMS for the VAD's
+    ``min_speech`` once the reply's echo is taken out (``echo: reference``), or ``ratio``
+    times louder than the playback level (``echo: level``)."""
 
     enabled: bool = True
     ratio: float = 2.0
     min_level: float = 0.01
+    echo: EchoMode = "reference"
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ class ListenConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     wake: WakeConfig | None = None
     barge_in: BargeIn = field(default_factory=BargeIn)
+    clean: CleanConfig = field(default_factory=CleanConfig)
 
 
 class Listener:
@@ -79,7 +91,18 @@ class Listener:
         self.finished = finished
         self.endpointer = Endpointer(config.vad, auto_start=config.mode != "push_to_talk")
         self.spotter = WakeSpotter(config.wake) if config.wake else None
-        self.speaking = Speaking()
+        self.detector: MicroWake | None = None
+        if config.wake is not None and config.wake.engine == "microwakeword" \
+                and config.mode == "wake":
+            from .microwake import MicroWake
+
+            self.detector = MicroWake(config.wake)
+        #: stream times and probabilities of the wake-word model's recent detections
+        self.fired: deque[tuple[float, float]] = deque(maxlen=32)
+        bi = config.barge_in
+        self.echo = EchoGate(bi.echo, bi.ratio, bi.min_level)
+        self.cleaner = Cleaner(config.clean) if config.clean.enabled else None
+        self.speaking = Speaking(self.echo.reference)
         self.clock = 0.0
         self.awake_until = 0.0
         self.last_wake = -1e9
@@ -94,10 +117,13 @@ class Listener:
     def feed(self, frame: bytes) -> None:
         """Take one 20 ms frame of the internal format. Never blocks."""
         self.clock += FRAME_MS / 1000
-        floor = 0.0
-        if self.speaking.active or self.speaking.echo_level() > 0.0:
-            floor = max(self.config.barge_in.min_level,
-                        self.config.barge_in.ratio * self.speaking.echo_level())
+        frame, floor = self.echo(frame, self.speaking)
+        if self.cleaner is not None:
+            frame = self.cleaner(frame)
+        if self.detector is not None:
+            p = self.detector.push(frame)
+            if p is not None:
+                self.fired.append((self.clock, p))
         utt = self.endpointer.push(frame, floor)
         if self.endpointer.just_started:
             self._onset()
@@ -158,7 +184,11 @@ class Listener:
     async def _turn(self, utt: Utterance) -> None:
         trace = utt.trace.as_dict()
         log.info("voice_turn", **trace)
-        if self.spotter is not None and self.config.mode == "wake":
+        if self.detector is not None:
+            utt = await self._wake_model(utt)  # type: ignore[assignment]
+            if utt is None:
+                return
+        elif self.spotter is not None and self.config.mode == "wake":
             utt = await self._wake(utt)  # type: ignore[assignment]
             if utt is None:
                 return
@@ -189,6 +219,39 @@ class Listener:
                  score=match.score if match else None, refractory=in_refractory)
         return None
 
+    async def _wake_model(self, utt: Utterance) -> Utterance | None:
+        """The wake-word model's check: it fired during the turn (or shortly before it
+        started), outside the refractory time of the last wake. Only then, or when awake
+        for a follow-up, is the turn transcribed (with the wake phrase taken off)."""
+        assert self.spotter is not None and self.config.wake is not None
+        from .models import whisper
+
+        wake = self.config.wake
+        awake = self.clock < self.awake_until
+        start, end = utt.trace.speech_start - utt.trace.pre_roll - 0.5, utt.trace.ended
+        fired = [(t, p) for t, p in self.fired
+                 if start <= t <= end and t - self.last_wake >= wake.refractory]
+        if not fired and not awake:
+            log.info("voice_not_for_me", engine="microwakeword")
+            return None
+        model = await whisper(self.bound.services)
+        heard = await asyncio.to_thread(model.transcribe, from_pcm(utt.audio.pcm),
+                                        prompt=wake.phrase)
+        if not fired:
+            return Utterance(utt.audio, utt.trace, heard.text)
+        self.last_wake = max(t for t, _ in fired)
+        score = round(max(p for _, p in fired), 3)
+        match = self.spotter.match(heard.text)
+        rest = match.rest if match is not None else heard.text
+        log.info("voice_wake", engine="microwakeword", heard=wake.phrase, score=score,
+                 rest=rest)
+        if self.emit is not None:
+            await self.emit({"type": "wake", "heard": wake.phrase, "score": score})
+        if not rest:
+            self.awake_until = self.clock + wake.follow_up
+            return None
+        return Utterance(utt.audio, utt.trace, rest)
+
     async def start_turn(self, utt: Utterance) -> asyncio.Task[Any]:
         """Start the run of a turn now; a speculative one (``utt.gate``) sends its events
         and audio only once the gate opens. The run's task."""
@@ -198,7 +261,7 @@ class Listener:
         previous = self._current
         if previous is not None and not previous.done() and self.config.barge_in.enabled:
             previous.cancel()
-        speaking = Speaking()
+        speaking = Speaking(self.echo.reference)
         self.speaking = speaking
         gate = utt.gate
         trigger = {**self.trigger, "turn": gate.trace if gate else utt.trace.as_dict()}

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .capture import Capture, DeviceLost
+from .clean import CleanConfig
 from .listen import BargeIn, ListenConfig, Listener, Mode
 from .vad import VadConfig
 from .wake import WakeConfig
 
 if TYPE_CHECKING:
-    from ..core.engine import Bound
+    from ..core.bound import Bound
 
 log = structlog.get_logger("harkd.voice")
 
@@ -50,18 +51,32 @@ def listen_config(params: dict[str, Any]) -> ListenConfig:
     if isinstance(wake_raw, str):
         wake = WakeConfig(phrase=wake_raw)
     elif isinstance(wake_raw, dict):
+        engine = wake_raw.get("engine", "whisper")
+        phrase = wake_raw.get("phrase")
+        model = wake_raw.get("model")
+        if engine == "microwakeword" and phrase is None:
+            from .microwake import phrase_of
+
+            model = model or "okay_nabu"
+            phrase = phrase_of(WakeConfig(engine=engine, model=model))
         wake = WakeConfig(
-            phrase=wake_raw.get("phrase", WakeConfig.phrase),
+            phrase=phrase or WakeConfig.phrase,
             sensitivity=float(wake_raw.get("sensitivity", WakeConfig.sensitivity)),
             refractory=seconds(wake_raw.get("refractory", WakeConfig.refractory)),
             follow_up=seconds(wake_raw.get("follow_up", WakeConfig.follow_up)),
+            engine=engine,
+            model=model,
         )
     mode: Mode = params.get("mode") or ("wake" if wake else "always")
     bi = params.get("barge_in", True)
     barge = BargeIn(enabled=bi) if isinstance(bi, bool) else BargeIn(
         enabled=bool(bi.get("enabled", True)), ratio=float(bi.get("ratio", BargeIn.ratio)),
-        min_level=float(bi.get("min_level", BargeIn.min_level)))
-    return ListenConfig(mode=mode, vad=vad, wake=wake, barge_in=barge)
+        min_level=float(bi.get("min_level", BargeIn.min_level)),
+        echo=bi.get("echo", BargeIn.echo))
+    clean_raw = params.get("clean") or {}
+    clean = CleanConfig(noise_suppression=int(clean_raw.get("noise_suppression", 0)),
+                        auto_gain=int(clean_raw.get("auto_gain", 0)))
+    return ListenConfig(mode=mode, vad=vad, wake=wake, barge_in=barge, clean=clean)
 
 
 async def listen_mic(

@@ -14,11 +14,14 @@ import collections
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from .frames import Audio, rms
+from .frames import RATE, Audio, rms
+
+if TYPE_CHECKING:
+    from .echo import EchoReference
 
 log = structlog.get_logger("harkd.voice")
 
@@ -32,10 +35,13 @@ ECHO_MEMORY = 0.6
 class Speaking:
     """One listener's current reply: whether it plays, how loud, and its interrupt.
 
-    Thread-safe: a device writer thread updates the level, the event loop reads it.
+    Thread-safe: a device writer thread updates the level, the event loop reads it. With
+    an ``echo`` reference (the listener's), what is played is also kept there, so the
+    listener can take it out of what its microphone hears.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, echo: EchoReference | None = None) -> None:
+        self.echo = echo
         self._interrupted = threading.Event()
         self._levels: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
         self._lock = threading.Lock()
@@ -53,10 +59,13 @@ class Speaking:
             self.reason = reason
             self._interrupted.set()
 
-    def note(self, pcm: bytes) -> None:
-        """Record the level of a block that is being played now."""
+    def note(self, pcm: bytes, rate: int = RATE) -> None:
+        """Record the level (and, for echo cancellation, the audio) of a block that is
+        being played now."""
         with self._lock:
             self._levels.append((time.monotonic(), rms(pcm)))
+        if self.echo is not None:
+            self.echo.add(pcm, rate)
 
     def echo_level(self) -> float:
         """The level of what was played in the last ``ECHO_MEMORY`` seconds (0 when
@@ -121,7 +130,7 @@ class DeviceOut:
         for block in _blocks(audio):
             if speaking.interrupted:
                 return
-            speaking.note(block)
+            speaking.note(block, self._rate)
             self._stream.write(block)
 
     async def end(self, interrupted: bool) -> None:
@@ -170,7 +179,7 @@ class ClientOut:
                 await asyncio.sleep(ahead - CLIENT_LEAD)
             if speaking.interrupted:
                 return
-            speaking.note(block)
+            speaking.note(block, audio.rate)
             await self._bytes(block)
             self._sent += len(block) / 2 / audio.rate
         # a gap between sentences (synthesis was slower than playback) restarts the clock

@@ -49,8 +49,9 @@ from .wyoming_io import (
 )
 
 if TYPE_CHECKING:
-    from ..core.engine import Bound, RunResult
-    from ..core.engine import Event as RunEvent
+    from ..core.bound import Bound
+    from ..core.run import Event as RunEvent
+    from ..core.run import RunResult
 
 log = structlog.get_logger("harkd.satellite")
 
@@ -73,7 +74,8 @@ class SatelliteConfig:
 def config_of(params: dict[str, Any]) -> SatelliteConfig:
     uri = params["uri"]
     uris = (uri,) if isinstance(uri, str) else tuple(uri)
-    options = {k: v for k, v in params.items() if k in ("vad", "wake", "barge_in", "mode")}
+    options = {k: v for k, v in params.items()
+               if k in ("vad", "wake", "barge_in", "mode", "clean")}
     from ..durations import seconds
 
     return SatelliteConfig(uris, listen_config(options),
@@ -300,7 +302,7 @@ class SatelliteOut:
             if ahead > CLIENT_LEAD:
                 await asyncio.sleep(ahead - CLIENT_LEAD)
             block = audio.pcm[i:i + step]
-            speaking.note(block)
+            speaking.note(block, audio.rate)
             await self._send(AudioChunk(rate=audio.rate, width=2, channels=1,
                                         audio=block).event())
             self._sent += len(block) / 2 / audio.rate

@@ -6,6 +6,10 @@ its start: ``hey hark, turn on the lights`` wakes and carries its command, a bar
 ``hey hark`` wakes for a follow-up turn. ``sensitivity`` trades misses for false accepts
 (0: only an exact match, 1: anything remotely like it); after an accept, matches within
 ``refractory`` seconds are ignored.
+
+``engine: microwakeword`` swaps the Whisper check for a trained model that listens to
+every frame (:mod:`harkd.voice.microwake`); the phrase matching here then only strips the
+wake word from the transcript of a turn the model accepted.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 _WORD = re.compile(r"[a-z0-9']+")
 #: words people put before a wake phrase that Whisper keeps
 _FILLERS = frozenset({"um", "uh", "oh", "so", "okay", "ok", "and", "well"})
+
+Engine = Literal["whisper", "microwakeword"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,9 @@ class WakeConfig:
     sensitivity: float = 0.5
     refractory: float = 2.0
     follow_up: float = 8.0
+    engine: Engine = "whisper"
+    #: microwakeword: a built-in model name or a model's .json (default: from the phrase)
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if not words(self.phrase):

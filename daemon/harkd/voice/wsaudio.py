@@ -28,7 +28,8 @@ from .mic import listen_config
 from .playback import ClientOut
 
 if TYPE_CHECKING:
-    from ..core.engine import Bound, RunResult
+    from ..core.bound import Bound
+    from ..core.run import RunResult
 
 log = structlog.get_logger("harkd.voice")
 
@@ -49,7 +50,7 @@ class AudioConnection:
         self.frames = 0
         self._lock = asyncio.Lock()
         options = {k: v for k, v in params.items()
-                   if k in ("vad", "barge_in", "wake", "mode")}
+                   if k in ("vad", "barge_in", "wake", "mode", "clean")}
         self.listener = Listener(bound, listen_config(options), {**trigger, "mode": "audio"},
                                  emit=self.send_json,
                                  audio_out=lambda: ClientOut(self.send_json, self.send_bytes),

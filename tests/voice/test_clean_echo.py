@@ -1,0 +1,177 @@
+"""Cleaner audio: WebRTC noise suppression and gain on incoming frames, and echo
+cancellation against what the listener itself played (``barge_in: {echo: reference}``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from harkd.testing import run_daemon
+from harkd.voice.clean import CleanConfig, Cleaner
+from harkd.voice.frames import FRAME_BYTES, RATE, from_pcm, read_wav, resample, to_pcm
+from harkd.voice.mic import listen_config
+
+from .conftest import Models, Speak
+
+LONG = """\
+trigger: {websocket: {mode: audio, audio: AUDIO}}
+steps:
+  - stt: {}
+  - template: >-
+      {% if 'tell me' in input|lower %}{% for i in range(12) %}This is sentence number
+      {{ i }} of a long reply. {% endfor %}{% else %}Okay.{% endif %}
+  - tts: {}
+  - play: {}
+"""
+
+
+def frames_of(samples: Any) -> list[bytes]:
+    pcm = to_pcm(samples)
+    return [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+
+
+def level(frames: list[bytes]) -> float:
+    s = from_pcm(b"".join(frames))
+    return float(np.sqrt(np.mean(s * s)))
+
+
+def test_noise_suppression_takes_steady_noise_down() -> None:
+    noise = np.random.default_rng(1).normal(0, 0.02, RATE * 3).astype(np.float32)
+    cleaner = Cleaner(CleanConfig(noise_suppression=3))
+    out = [cleaner(f) for f in frames_of(noise)]
+    # after a second of adapting, the noise is well below what came in
+    assert level(out[50:]) < 0.5 * level(frames_of(noise)[50:])
+
+
+def test_auto_gain_raises_quiet_speech(speak: Speak) -> None:
+    quiet = from_pcm(read_wav(speak("turn on the kitchen lights please")).pcm) * 0.03
+    cleaner = Cleaner(CleanConfig(auto_gain=3))
+    frames = frames_of(np.concatenate([quiet, quiet, quiet]))
+    out = [cleaner(f) for f in frames]
+    third = len(frames) // 3
+    assert level(out[-third:]) > 2 * level(frames[-third:])
+
+
+def test_the_options_reach_the_listener_config() -> None:
+    config = listen_config({"clean": {"noise_suppression": 2, "auto_gain": 6},
+                            "barge_in": {"echo": "level", "ratio": 3}})
+    assert config.clean == CleanConfig(noise_suppression=2, auto_gain=6)
+    assert config.barge_in.echo == "level" and config.barge_in.ratio == 3
+    assert listen_config({}).barge_in.echo == "reference"
+    assert not listen_config({}).clean.enabled
+
+
+class EchoingClient:
+    """A WebSocket audio client whose microphone hears its own speaker: every 20 ms it
+    sends a frame of what it was asked to say plus ``gain`` times the reply audio it has
+    received (played at once), as a laptop with its speaker next to its mic would."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, gain: float) -> None:
+        self.ws = ws
+        self.gain = gain
+        self.speech = np.zeros(0, dtype=np.float32)
+        self.echo = np.zeros(0, dtype=np.float32)
+        self.events: list[dict[str, Any]] = []
+        self.reply_seconds = 0.0
+        self._rate = RATE
+
+    async def mic(self) -> None:
+        n = FRAME_BYTES // 2
+        tick = asyncio.get_running_loop().time()
+        while True:
+            frame = np.zeros(n, dtype=np.float32)
+            for name in ("speech", "echo"):
+                buf = getattr(self, name)
+                take = buf[:n]
+                frame[:take.size] += take * (self.gain if name == "echo" else 1.0)
+                setattr(self, name, buf[n:])
+            await self.ws.send_bytes(to_pcm(frame))
+            tick += 0.02
+            await asyncio.sleep(max(0.0, tick - asyncio.get_running_loop().time()))
+
+    async def speaker(self) -> None:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                samples = resample(from_pcm(msg.data), self._rate)
+                self.echo = np.concatenate([self.echo, samples])
+                self.reply_seconds += samples.size / RATE
+            else:
+                event = json.loads(msg.data)
+                self.events.append(event)
+                if event["type"] == "audio":
+                    self._rate = event["sample_rate"]
+                if event["type"] in ("result", "error"):
+                    return
+
+
+async def speak_over_own_echo(tmp_path: Path, models: Models, speak: Speak, audio: str,
+                              barge: Any = None) -> EchoingClient:
+    """Ask for a long reply, hear it back through the client's "speaker", and after two
+    seconds of it say ``barge`` (samples) over it; interrupt from the client after six."""
+    async with run_daemon(tmp_path) as d:
+        d.daemon.services.shared.update(models.shared())
+        await d.write("long", LONG.replace("AUDIO", audio))
+        async with d.http.ws_connect(d.ws_url("/ws/long")) as ws:
+            client = EchoingClient(ws, gain=1.0)
+            client.speech = from_pcm(read_wav(speak("tell me a story", pad=0.3)).pcm)
+            mic = asyncio.create_task(client.mic())
+            try:
+                speaker = asyncio.create_task(client.speaker())
+                deadline = asyncio.get_running_loop().time() + 60
+                while client.reply_seconds < 6.0 and not speaker.done():
+                    assert asyncio.get_running_loop().time() < deadline, client.events
+                    if barge is not None and client.reply_seconds > 2.0:
+                        client.speech, barge = barge, None
+                    await asyncio.sleep(0.1)
+                with contextlib.suppress(ConnectionError):
+                    await ws.send_json({"type": "interrupt"})
+                await asyncio.wait_for(speaker, 60)
+            finally:
+                mic.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await mic
+        return client
+
+
+@pytest.mark.anyio
+async def test_a_reply_heard_through_the_clients_speaker_does_not_interrupt_itself(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    client = await speak_over_own_echo(tmp_path, models, speak, "{vad: {silence: 400ms}}")
+    kinds = [e["type"] for e in client.events]
+    assert "interrupt" not in kinds, kinds  # the server never heard a barge-in
+    assert kinds[0] == "transcript" and kinds[-1] == "result", kinds
+    assert client.reply_seconds >= 6.0, client.events
+    end = next(e for e in client.events if e["type"] == "audio_end")
+    assert end["interrupted"] is True  # by the client's interrupt, after 6 s of reply
+
+
+@pytest.mark.anyio
+async def test_with_cleaning_on_the_reply_still_does_not_interrupt_itself(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    client = await speak_over_own_echo(
+        tmp_path, models, speak,
+        "{vad: {silence: 400ms}, clean: {noise_suppression: 2, auto_gain: 3}}")
+    kinds = [e["type"] for e in client.events]
+    assert "interrupt" not in kinds, kinds
+    assert "tell me" in client.events[0]["text"].lower(), client.events[0]
+    assert client.reply_seconds >= 6.0
+
+
+@pytest.mark.anyio
+async def test_speech_no_louder_than_the_echo_barges_in(
+        tmp_path: Path, models: Models, speak: Speak) -> None:
+    # the level heuristic needs voice twice as loud as the reply; with the reply's echo
+    # taken out, a user speaking at the reply's own level is heard
+    user = from_pcm(read_wav(speak("what time is it", engine="piper", pad=0.3)).pcm)
+    client = await speak_over_own_echo(tmp_path, models, speak, "{vad: {silence: 400ms}}",
+                                       barge=user * 0.6)
+    kinds = [e["type"] for e in client.events]
+    assert "interrupt" in kinds, kinds
+    assert client.events[kinds.index("interrupt")]["reason"] == "barge_in"
