@@ -25,8 +25,8 @@ from pathlib import Path
 import aiohttp
 
 from harkd.console.views import static_files
-from harkd.core.engine import Run, RunResult, StepRecord
 from harkd.core.pipeline import Pipeline
+from harkd.core.run import Run, RunResult, StepRecord
 from harkd.runlog import Limits, RunLog
 from harkd.state import subdir
 from harkd.testing import spawn_daemon

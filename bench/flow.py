@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from harkd import logs
+from harkd.core.bound import Bound
 from harkd.core.concurrency import Gate
-from harkd.core.engine import Bound
 from harkd.core.loader import load_bytes
 from harkd.core.registry import default as default_registry
 from harkd.errors import Position

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harkd.core.engine import Run, RunResult, StepRecord
 from harkd.core.pipeline import Pipeline
+from harkd.core.run import Run, RunResult, StepRecord
 from harkd.runlog import RunLog
 from harkd.testing import run_daemon
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from harkd.core.engine import Run, RunResult, StepRecord
 from harkd.core.pipeline import Pipeline
+from harkd.core.run import Run, RunResult, StepRecord
 from harkd.runlog import FILE, Limits, RunLog
 from harkd.secrets import REDACTOR
 from harkd.testing import run_daemon, spawn_daemon

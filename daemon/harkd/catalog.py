@@ -27,8 +27,8 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from .core.bound import Bound
 from .core.concurrency import Gate
-from .core.engine import Bound
 from .core.loader import Loaded, digest, discover, load_file, pipeline_name
 from .errors import ConfigError, HarkError
 from .services import Services

@@ -21,8 +21,8 @@ from .core.registry import Registry
 from .errors import ConfigErrors
 
 if TYPE_CHECKING:
-    from .core.engine import Event, RunResult
     from .core.pipeline import Pipeline
+    from .core.run import Event, RunResult
     from .runtime import Runtime
 
 MODELINE = "# yaml-language-server: $schema=../schemas/pipeline.schema.json\n"

@@ -9,8 +9,8 @@ step reaches the router and the catalog through :class:`Services`, and the daemo
 concrete classes (:class:`harkd.services.Services`, :class:`harkd.catalog.Catalog`,
 :class:`harkd.router.Router`) satisfy these protocols structurally.
 
-A step is called with the engine's :class:`~harkd.core.engine.Run`, and a trigger with
-its :class:`~harkd.core.engine.Bound`; the protocols say ``Any`` there because the engine
+A step is called with the engine's :class:`~harkd.core.run.Run`, and a trigger with
+its :class:`~harkd.core.bound.Bound`; the protocols say ``Any`` there because the engine
 sits above this module. Implementations annotate the concrete types.
 """
 

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from .catalog import Catalog, Entry
     from .contracts import Services
-    from .core.engine import Run, RunResult
+    from .core.run import Run, RunResult
     from .router.types import Attempt
 
 SHARED_KEY = "metrics"
@@ -42,7 +42,7 @@ VOICE_KINDS = frozenset({"stt", "llm", "tts", "play"})
 
 
 class Metrics:
-    """The metrics of one daemon; a :class:`~harkd.core.engine.RunObserver`."""
+    """The metrics of one daemon; a :class:`~harkd.contracts.RunObserver`."""
 
     def __init__(self, services: Services, catalog: Catalog | None = None) -> None:
         self.services = services

@@ -33,7 +33,7 @@ from .secrets import REDACTOR
 from .values import jsonable
 
 if TYPE_CHECKING:
-    from .core.engine import Run, RunResult
+    from .core.run import Run, RunResult
     from .settings import Settings
 
 log = structlog.get_logger("harkd.runlog")
@@ -169,7 +169,7 @@ def _steps(run: Run, limit: int) -> str:
 
 
 class RunLog:
-    """The SQLite run log of one daemon; a :class:`~harkd.core.engine.RunObserver`.
+    """The SQLite run log of one daemon; a :class:`~harkd.contracts.RunObserver`.
 
     Create it with :meth:`open`; :meth:`close` writes what is queued and stops the
     writer thread. Queries run in a worker thread on their own connection.

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 
 from .catalog import Catalog
-from .core.engine import EventSink, RunResult
 from .core.registry import default as default_registry
+from .core.run import EventSink, RunResult
 from .errors import HarkError
 from .services import Services
 from .settings import Settings
@@ -166,8 +166,8 @@ class Runtime:
 
     async def run_pipeline(self, pipeline: Pipeline, data: Any = None,
                            emit: EventSink | None = None) -> RunResult:
+        from .core.bound import Bound
         from .core.concurrency import Gate
-        from .core.engine import Bound
 
         bound = Bound(pipeline, Gate(pipeline.concurrency), self.services())
         return await bound.run(bound.new_run(data, {"kind": "python"}, emit,

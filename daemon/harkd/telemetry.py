@@ -28,7 +28,7 @@ from .secrets import REDACTOR
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .core.engine import Run, RunResult, StepRecord
+    from .core.run import Run, RunResult, StepRecord
     from .http.host import Host
 
 MAX_CONTENT = 4096

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .core.bound import Bound
 from .core.concurrency import Gate
-from .core.engine import Bound, RunResult
 from .core.loader import discover, load_file
 from .core.pipeline import Pipeline
 from .core.registry import Registry
 from .core.registry import default as default_registry
+from .core.run import RunResult
 from .errors import ConfigError
 from .services import Services
 from .settings import Settings, aliases, build_settings

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harkd.core.engine import Run, RunResult
+from harkd.core.run import Run, RunResult
 from harkd.testing import DaemonHandle, run_daemon
 from harkd.testing_upstream import Reply, ScriptedUpstream
 

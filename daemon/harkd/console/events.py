@@ -19,7 +19,7 @@ from ..logs import LEVELS, TAIL
 
 if TYPE_CHECKING:
     from ..catalog import Entry
-    from ..core.engine import Run, RunResult
+    from ..core.run import Run, RunResult
     from ..http.host import Host
 
 HUB_KEY = "console.hub"

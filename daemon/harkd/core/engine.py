@@ -1,142 +1,28 @@
-"""Running pipelines: one :class:`Run` per trigger event, through a version's :class:`Bound`.
+"""Running steps: one list of steps on a value, each with its record, ``when``,
+``retry`` and ``on_error``, nested lists (``map``, ``parallel``, ``switch``) included.
 
-This is the run boundary: the only place that catches broadly. Whatever a step raises is
-recorded on the run as its error, so a failing run never takes the daemon with it.
+:class:`~harkd.core.bound.Bound` is the run boundary around this; the values of a run are
+in :mod:`harkd.core.run`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
-import itertools
-import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 import structlog
 
-from .. import logs
 from ..contracts import Step
-from ..errors import Busy, HarkError, RunError, RunTimeout
+from ..errors import HarkError, RunError
 from ..secrets import REDACTOR
 from ..streams import TextStream
-from .concurrency import RESTARTED, Gate
-from .pipeline import Pipeline, Steps, StepSpec
-
-if TYPE_CHECKING:
-    from ..contracts import Services
+from .pipeline import Steps, StepSpec
+from .run import CURRENT_STEP, Event, EventSink, Run, StepRecord
 
 log = structlog.get_logger("harkd.run")
-
-Event = dict[str, Any]
-EventSink = Callable[[Event], Awaitable[None]]
-Status = Literal["ok", "error", "cancelled", "busy"]
-MAX_DEPTH = 8
-
-
-async def _discard(event: Event) -> None:
-    return None
-
-
-@dataclass
-class StepRecord:
-    """Timing and details of one step of one run, for the run log and metrics.
-
-    ``path`` places nested steps: ``"2"`` is the third top-level step, ``"2.map[3].0"``
-    the first sub-step of its fourth item; ``status`` is ``ok``, ``skipped``, ``error``,
-    ``recovered`` (its ``on_error`` handled a failure) or ``cancelled``.
-    """
-
-    index: int
-    kind: str
-    name: str | None
-    started: float
-    duration: float = 0.0
-    status: str = "ok"
-    skipped: bool = False
-    detail: dict[str, Any] = field(default_factory=dict)
-    path: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.path:
-            self.path = str(self.index)
-
-
-#: the record of the step running in this task (branches of ``map`` and ``parallel`` run
-#: in tasks of their own, so several steps of one run can be running at once)
-_CURRENT: contextvars.ContextVar[StepRecord | None] = contextvars.ContextVar(
-    "harkd_step", default=None)
-
-
-@dataclass
-class Run:
-    """One execution of one pipeline version. Steps read ``input``, ``vars`` and ``trigger``
-    through templates, record details on their :class:`StepRecord`, and ``emit`` events
-    (``delta``, ``transcript``, audio) to the client that started the run."""
-
-    id: str
-    pipeline: Pipeline
-    services: Services
-    input: Any
-    trigger: dict[str, Any]
-    emit: EventSink = _discard
-    vars: dict[str, Any] = field(default_factory=dict)
-    started: float = field(default_factory=time.time)
-    steps: list[StepRecord] = field(default_factory=list)
-    depth: int = 0
-    #: whether the client can take streamed chunks (WebSocket, SSE); steps may stream anyway
-    streaming: bool = False
-    #: per-run scratch space for steps (an audio output, a session handle, ...)
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: outputs of named steps to use instead of running them (``harkd test``'s ``steps:``)
-    stubs: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def step(self) -> StepRecord:
-        """The record of the step that is running now (in this task)."""
-        current = _CURRENT.get()
-        return current if current is not None else self.steps[-1]
-
-    def context(self, data: Any = None) -> dict[str, Any]:
-        """What templates see."""
-        return {
-            "input": data if data is not None else self.input,
-            "vars": self.vars,
-            "trigger": self.trigger,
-            "run": {"id": self.id, "pipeline": self.pipeline.name, "input": self.input,
-                    "version": self.pipeline.version, "started": self.started},
-        }
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """How a run ended: its output, or its error and the HTTP status that fits it."""
-
-    run_id: str
-    status: Status
-    output: Any = None
-    error: str | None = None
-    http_status: int = 200
-    duration: float = 0.0
-    retry_after: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-_RUN_PREFIX = uuid.uuid4().hex[:8]
-_RUN_COUNTER = itertools.count(1)
-
-
-def new_run_id() -> str:
-    """16 hex digits: a random prefix per process, then a counter (cheaper than uuid4 per
-    run, and unique across restarts because the prefix is new each time)."""
-    return f"{_RUN_PREFIX}{next(_RUN_COUNTER):08x}"
 
 
 async def execute(run: Run) -> Any:
@@ -168,7 +54,7 @@ async def _step(run: Run, spec: StepSpec, data: Any, prefix: str, nxt: Step | No
     record = StepRecord(spec.index, spec.kind, spec.name, time.time(),
                         path=f"{prefix}{spec.index}")
     run.steps.append(record)
-    token = _CURRENT.set(record)
+    token = CURRENT_STEP.set(record)
     current = True
     t0 = time.perf_counter()
     try:
@@ -186,7 +72,7 @@ async def _step(run: Run, spec: StepSpec, data: Any, prefix: str, nxt: Step | No
         except Exception as exc:
             if spec.on_error is None:
                 raise
-            _CURRENT.reset(token)  # the handler's steps are not part of this one
+            CURRENT_STEP.reset(token)  # the handler's steps are not part of this one
             current = False
             out = await recover(run, spec.on_error, exc, spec.kind, data, record)
         if isinstance(out, TextStream):
@@ -208,7 +94,7 @@ async def _step(run: Run, spec: StepSpec, data: Any, prefix: str, nxt: Step | No
     finally:
         record.duration = time.perf_counter() - t0
         if current:
-            _CURRENT.reset(token)
+            CURRENT_STEP.reset(token)
 
 
 async def _attempts(run: Run, spec: StepSpec, data: Any, record: StepRecord) -> Any:
@@ -288,140 +174,3 @@ def _delta(run: Run) -> Callable[[str], Awaitable[None]]:
         await run.emit({"type": "delta", "text": chunk})
 
     return send
-
-
-class Bound:
-    """One pipeline version bound to its trigger: the handle triggers start runs through.
-
-    Runs started here use this version even if a reload swaps in a newer one meanwhile.
-    """
-
-    def __init__(self, pipeline: Pipeline, gate: Gate, services: Services) -> None:
-        self.pipeline = pipeline
-        self.gate = gate
-        self.services = services
-        self.inflight: set[asyncio.Task[Any]] = set()
-
-    @property
-    def name(self) -> str:
-        return self.pipeline.name
-
-    def new_run(
-        self,
-        data: Any,
-        trigger: Mapping[str, Any],
-        emit: EventSink | None = None,
-        *,
-        depth: int = 0,
-        streaming: bool = False,
-        run_id: str | None = None,
-    ) -> Run:
-        return Run(
-            id=run_id or new_run_id(),
-            pipeline=self.pipeline,
-            services=self.services,
-            input=data,
-            trigger=dict(trigger),
-            emit=emit or _discard,
-            depth=depth,
-            streaming=streaming,
-        )
-
-    async def run(self, run: Run) -> RunResult:
-        """Admit ``run`` through the gate, execute it, record and return how it ended.
-
-        If the calling task is cancelled (the client went away, shutdown) the run is
-        recorded as cancelled and the cancellation propagates.
-        """
-        task = asyncio.current_task()
-        if task is not None:
-            self.inflight.add(task)
-        t0 = time.perf_counter()
-        token = logs.RUN.set((self.pipeline.name, run.id, run.trigger.get("kind")))
-        observers = self.services.observers
-        for o in observers:
-            o.run_started(run)
-        result: RunResult | None = None
-        try:
-            result = await self._admitted(run, t0)
-            return result
-        finally:
-            if task is not None:
-                self.inflight.discard(task)
-            if result is None:
-                log.info("run_cancelled")
-                result = RunResult(run.id, "cancelled", error="run was cancelled",
-                                   http_status=499, duration=time.perf_counter() - t0)
-            for o in observers:
-                o.run_finished(run, result)
-            logs.RUN.reset(token)
-
-    async def _admitted(self, run: Run, t0: float) -> RunResult:
-        def done(status: Status, **kw: Any) -> RunResult:
-            return RunResult(run.id, status, duration=time.perf_counter() - t0, **kw)
-
-        if run.depth > MAX_DEPTH:
-            return done("error", error=f"pipelines call each other more than {MAX_DEPTH} deep",
-                        http_status=508)
-        try:
-            # The gate's enter/leave rather than its context manager: this is every run's path.
-            held = await self.gate.enter()
-            try:
-                if self.pipeline.timeout is None:
-                    output = await execute(run)
-                else:
-                    async with asyncio.timeout(self.pipeline.timeout):
-                        output = await execute(run)
-            finally:
-                self.gate.leave(held)
-        except Busy as exc:
-            log.info("run_refused", reason=exc.message, status=exc.status)
-            return done("busy", error=exc.message, http_status=exc.status,
-                        retry_after=exc.retry_after)
-        except TimeoutError:
-            log.warning("run_timeout", timeout=self.pipeline.timeout)
-            return done("error", error=f"run timed out after {self.pipeline.timeout:g}s",
-                        http_status=RunTimeout.status)
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if exc.args and exc.args[0] == RESTARTED and task is not None:
-                task.uncancel()
-                log.info("run_restarted")
-                return done("cancelled", error="run was replaced by a newer run (restart mode)",
-                            http_status=409)
-            raise
-        except RunError as exc:
-            message = error_message(exc)
-            log.warning("run_failed", error=message, step=_failed_step(run))
-            return done("error", error=message, http_status=exc.status)
-        except HarkError as exc:
-            message = error_message(exc)
-            log.warning("run_failed", error=message, step=_failed_step(run))
-            return done("error", error=message, http_status=500)
-        except Exception as exc:
-            message = REDACTOR(f"internal error in step {_failed_step(run)}: "
-                               f"{type(exc).__name__}: {exc}")
-            log.exception("run_crashed", step=_failed_step(run))
-            return done("error", error=message, http_status=500)
-        duration = time.perf_counter() - t0
-        # Each run is in the run log; a log line per good run would only cost throughput
-        # (and building one that the level drops costs a run more than its record does).
-        if logs.enabled(logging.DEBUG):
-            log.debug("run_ok", duration_ms=round(duration * 1000, 2))
-        return RunResult(run.id, "ok", output, duration=duration)
-
-    async def drain(self, timeout: float | None = None) -> bool:
-        """Wait for this version's in-flight runs; True if all finished in time."""
-        if not self.inflight:
-            return True
-        _, pending = await asyncio.wait(list(self.inflight), timeout=timeout)
-        return not pending
-
-
-def _failed_step(run: Run) -> str:
-    """The innermost step that failed, by its run-log path: ``2.map[3].0 (http)``."""
-    failed = [r for r in run.steps if r.status == "error"]
-    if not failed:
-        return "-" if not run.steps else f"{run.steps[-1].path} ({run.steps[-1].kind})"
-    r = max(failed, key=lambda r: r.path.count("."))
-    return f"{r.path} ({r.kind})"

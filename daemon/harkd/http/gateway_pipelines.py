@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..core.engine import Bound, Event, RunResult
+    from ..core.bound import Bound
+    from ..core.run import Event, RunResult
     from .host import Host
 
 PREFIX = "pipeline/"
@@ -65,7 +66,7 @@ def _text(output: Any) -> str:
 async def chat(daemon: Host, request: web.Request, bound: Bound, model: str,
                body: Mapping[str, Any]) -> web.StreamResponse:
     """Answer one chat completion by running ``bound``."""
-    from ..core.engine import new_run_id
+    from ..core.run import new_run_id
     from .openai_errors import openai_error
 
     messages = list(body.get("messages") or ())

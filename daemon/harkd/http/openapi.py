@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the admin API (``GET /api/openapi.json``).
 
-Written by hand next to the handlers in :mod:`harkd.http.api`; ``tests/http/test_api.py`` checks that
-every ``/api`` route is in it and that real answers validate against its schemas.
+Written by hand next to the handlers in :mod:`harkd.http.api`; ``tests/http/test_api.py``
+checks that every ``/api`` route is in it and that real answers validate against its
+schemas.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from ..secrets import REDACTOR
 from ..templates import Renderable
 
 if TYPE_CHECKING:
-    from ..core.engine import Run
     from ..core.pipeline import Build
+    from ..core.run import Run
 
 log = structlog.get_logger("harkd.step")
 

@@ -15,16 +15,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..core.engine import StepRecord, branch, recover, run_steps
+from ..core.engine import branch, recover, run_steps
 from ..core.pipeline import ON_ERROR_SCHEMA, STEPS_REF
 from ..core.registry import StepKind
+from ..core.run import StepRecord
 from ..errors import StepError, first_error
 from ..streams import TextStream
 from ..yamlfile import escape
 
 if TYPE_CHECKING:
-    from ..core.engine import Run
     from ..core.pipeline import Build, Steps
+    from ..core.run import Run
     from ..templates import Renderable
 
 DEFAULT_CONCURRENCY = 4

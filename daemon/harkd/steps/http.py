@@ -13,8 +13,8 @@ from ..errors import StepError
 from ..templates import Renderable
 
 if TYPE_CHECKING:
-    from ..core.engine import Run
     from ..core.pipeline import Build
+    from ..core.run import Run
 
 MAX_RESPONSE = 10 * 1024 * 1024
 

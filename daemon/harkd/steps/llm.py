@@ -24,8 +24,8 @@ from ..templates import Renderable
 
 if TYPE_CHECKING:
     from ..contracts import Router
-    from ..core.engine import Run, StepRecord
     from ..core.pipeline import Build
+    from ..core.run import Run, StepRecord
     from ..router import ChatRequest, ChatResponse
     from ..tools import Tool
 

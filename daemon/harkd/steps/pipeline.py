@@ -10,8 +10,8 @@ from ..errors import StepError
 from ..templates import Renderable
 
 if TYPE_CHECKING:
-    from ..core.engine import Run
     from ..core.pipeline import Build
+    from ..core.run import Run
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from ..voice import AUDIO_OUT, SPEAKING, TURN_GATE
 
 if TYPE_CHECKING:
     from ..contracts import Services
-    from ..core.engine import Run
     from ..core.pipeline import Build
+    from ..core.run import Run
     from ..voice.frames import Audio
     from ..voice.playback import AudioOut
     from ..voice.stt import Transcript, Whisper

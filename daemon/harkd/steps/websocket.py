@@ -24,8 +24,8 @@ from ..errors import StepError
 from ..secrets import REDACTOR
 
 if TYPE_CHECKING:
-    from ..core.engine import Run
     from ..core.pipeline import Build
+    from ..core.run import Run
     from ..templates import Renderable
 
 MAX_MESSAGE = 4 * 1024 * 1024

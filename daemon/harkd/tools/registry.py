@@ -24,7 +24,7 @@ from ..errors import HarkError
 
 if TYPE_CHECKING:
     from ..contracts import Services
-    from ..core.engine import Run
+    from ..core.run import Run
 
 log = structlog.get_logger("harkd.tools")
 

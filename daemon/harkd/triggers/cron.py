@@ -44,7 +44,7 @@ from ..errors import StepError
 
 if TYPE_CHECKING:
     from ..cluster.cron import FireLeases
-    from ..core.engine import Bound
+    from ..core.bound import Bound
     from ..core.pipeline import Build
     from ..templates import Renderable
 

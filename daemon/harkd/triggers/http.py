@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
-from ..core.engine import Bound, Event, RunResult
+from ..core.bound import Bound
 from ..core.registry import TriggerKind
+from ..core.run import Event, RunResult
 from ..values import jsonable
 
 if TYPE_CHECKING:

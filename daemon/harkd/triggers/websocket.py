@@ -35,8 +35,9 @@ import structlog
 
 from .. import durations
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
-from ..core.engine import Bound, Event, RunResult
+from ..core.bound import Bound
 from ..core.registry import TriggerKind
+from ..core.run import Event, RunResult
 from ..values import jsonable
 from .http import error_response, trigger_data
 

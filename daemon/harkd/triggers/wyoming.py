@@ -23,7 +23,7 @@ from .http import error_response
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..core.engine import Bound
+    from ..core.bound import Bound
     from ..core.pipeline import Build
     from ..voice.wyoming_server import ServerConfig
 

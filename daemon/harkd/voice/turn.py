@@ -41,7 +41,8 @@ from .vad import Endpointer, TurnGate, Utterance, VadConfig
 
 if TYPE_CHECKING:
     from ..contracts import Services
-    from ..core.engine import Bound, EventSink
+    from ..core.bound import Bound
+    from ..core.run import EventSink
     from .frames import Audio
     from .stt import Transcript, Whisper
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .frames import FRAME_BYTES, FRAME_MS, RATE, Audio, rms
 
 if TYPE_CHECKING:
-    from ..core.engine import EventSink
+    from ..core.run import EventSink
 
 EndRule = Literal["silence", "complete", "max_utterance", "stop", "end_of_stream"]
 #: how the end of a turn is judged at a pause: an audio model with a transcript check, the

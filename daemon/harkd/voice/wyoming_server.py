@@ -56,7 +56,7 @@ from .wyoming_io import (
 )
 
 if TYPE_CHECKING:
-    from ..core.engine import Bound
+    from ..core.bound import Bound
 
 log = structlog.get_logger("harkd.wyoming")
 
