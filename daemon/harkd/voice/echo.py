@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from .frames import FRAME_SAMPLES, RATE, Float32, Resampler, from_pcm, to_pcm
-
-if TYPE_CHECKING:
-    from .playback import Speaking
 
 #: seconds of playback kept
 KEEP = 4.0
@@ -210,6 +207,15 @@ def _slice(a: Float32, lo: int, hi: int) -> Float32:
     return out
 
 
+class Playing(Protocol):
+    """What the gate needs of the reply being played (a :class:`~.playback.Speaking`)."""
+
+    @property
+    def active(self) -> bool: ...
+
+    def echo_level(self) -> float: ...
+
+
 class EchoGate:
     """What VAD hears of one stream while the listener's replies play, and below which
     level (RMS) nothing counts as voice.
@@ -229,7 +235,7 @@ class EchoGate:
         self.reference = EchoReference() if mode == "reference" else None
         self._canceller = EchoCanceller(self.reference) if self.reference else None
 
-    def __call__(self, frame: bytes, speaking: Speaking) -> tuple[bytes, float]:
+    def __call__(self, frame: bytes, speaking: Playing) -> tuple[bytes, float]:
         level = speaking.echo_level()
         if self._canceller is not None:
             cleaned, echo = self._canceller(frame)
