@@ -27,7 +27,7 @@ from harkd.testing import (
     spawn_daemon,
     wait_until,
 )
-from harkd.triggers.cron import Schedule, write_last
+from harkd.triggers.schedule import Schedule, write_last
 
 pytestmark = pytest.mark.anyio
 
