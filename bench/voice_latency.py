@@ -186,6 +186,9 @@ async def main() -> None:
             v = [r[key] for r in vals]
             print(f"  {key:16} p50 {pct(v, 50):7.0f} ms   p95 {pct(v, 95):7.0f} ms")
         cuts = sum(r["cut"] for r in cut[m])
+        for r in cut[m]:
+            if r["cut"]:
+                print(f"    cut: {r['text']!r} ({r['turns']} turns)")
         spec = by_pipe[m]
         print(f"  false cut-offs {cuts}/{len(cut[m])}; speculative runs started "
               f"{spec.get('started', 0)}, used {spec.get('used', 0)}, discarded (wasted) "
