@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..secrets import REDACTOR
 from .errors import BackendFailed
+from .wire import WireError, WirePool
 
 if TYPE_CHECKING:
     import aiohttp
@@ -44,6 +45,8 @@ class SessionPool:
 
     def __init__(self) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        #: whole (not streamed) calls to http(s) bases: see :mod:`harkd.router.wire`
+        self.wire = WirePool()
 
     def get(self, base: str) -> aiohttp.ClientSession:
         session = self._sessions.get(base)
@@ -60,6 +63,7 @@ class SessionPool:
         return session
 
     async def aclose(self) -> None:
+        self.wire.close()
         sessions, self._sessions = list(self._sessions.values()), {}
         for s in sessions:
             await s.close()
@@ -116,8 +120,17 @@ def _error_text(body: bytes) -> str:
 
 async def post(pool: SessionPool, dep: Deployment, base: str, path: str, data: bytes,
                headers: Mapping[str, str]) -> bytes:
-    """POST to ``base + path`` over the pooled session; the raw answer. HTTP errors and
+    """POST to ``base + path`` over the pooled connections; the raw answer. HTTP errors and
     connection failures raise the router's :class:`BackendFailed`."""
+    origin = pool.wire.origin(base)
+    if origin is not None:
+        try:
+            answer = await pool.wire.post(origin, path, data, dict(headers))
+        except WireError as exc:
+            raise connection_error(dep, exc) from None
+        if answer.status >= 400:
+            raise http_error(dep, answer.status, answer.body, answer.headers)
+        return answer.body
     import aiohttp
 
     try:
