@@ -78,7 +78,13 @@ def test_check_rejects_a_wake_model_that_does_not_exist(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("trigger:\n  mic: {wake: {engine: microwakeword, model: alexa}}\n"
                     "steps:\n  - stt: {}\n")
-    report = check([bad, good])
-    assert len(report.errors) == 1, report.errors
-    assert "hey_hark" in str(report.errors[0]) and "okay_nabu" in str(report.errors[0])
-    assert "bad.yaml" in str(report.errors[0].position)
+    ws = tmp_path / "ws.yaml"
+    ws.write_text("trigger:\n  websocket:\n    mode: audio\n"
+                  "    audio: {wake: {engine: microwakeword, model: hey_siri}}\n"
+                  "steps:\n  - stt: {}\n")
+    report = check([bad, good, ws])
+    assert len(report.errors) == 2, report.errors
+    first, second = sorted(report.errors, key=lambda e: str(e.position))
+    assert "hey_hark" in str(first) and "okay_nabu" in str(first)
+    assert "bad.yaml" in str(first.position)
+    assert "hey_siri" in str(second) and "ws.yaml" in str(second.position)

@@ -40,6 +40,7 @@ from ..core.registry import TriggerKind
 from ..core.run import Event, RunResult
 from ..values import jsonable
 from .http import error_response, trigger_data
+from .mic import check_wake
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -400,6 +401,8 @@ def build(params: dict[str, Any], b: Build) -> WebSocketTrigger:
         b.error("mode", "audio mode needs harkd's voice support, which is not installed")
     if "audio" in params and mode != "audio":
         b.error("audio", "audio options need mode: audio")
+    if isinstance(params.get("audio"), dict):
+        check_wake(params["audio"], b.child(b.pointer + "/audio"))
     auth_raw = params.get("auth")
     if isinstance(auth_raw, dict) and "bearer" in auth_raw:
         auth_raw = {"bearer": {"query": "token", **auth_raw["bearer"]}}
