@@ -103,7 +103,7 @@ class Expression:
     body: str
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        value = _guard(self.where, lambda: _compiled_expression(self.body)(**context))
+        value = _guard(self.where, lambda: _evaluate(self.body, context))
         if isinstance(value, jinja2.Undefined):
             _guard(self.where, lambda: str(value))
         return value
@@ -132,8 +132,27 @@ def _render(source: str, context: Mapping[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=8192)
-def _compiled_expression(body: str) -> Callable[..., Any]:
-    return ENV.compile_expression(body, False)
+def _compiled_expression(body: str) -> tuple[jinja2.Template, dict[str, Any]]:
+    """The template ``ENV.compile_expression(body)`` makes (``result = <body>``), and its
+    globals as a plain dict, as for :func:`_render`."""
+    parser = Parser(ENV, body, state="variable")
+    expr = parser.parse_expression()
+    if not parser.stream.eos:
+        raise jinja2.TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
+    expr.set_environment(ENV)
+    template = ENV.from_string(nodes.Template(
+        [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)], lineno=1))
+    return template, dict(template.globals)
+
+
+def _evaluate(body: str, context: Mapping[str, Any]) -> Any:
+    """What calling ``ENV.compile_expression(body, False)`` with ``context`` does (its
+    value, Undefined as is), without rebuilding the globals on every call."""
+    template, globals_ = _compiled_expression(body)
+    ctx = template.new_context({**globals_, **context}, shared=True)
+    for _ in template.root_render_func(ctx):
+        pass
+    return ctx.vars["result"]
 
 
 def _check_names(node: nodes.Node) -> None:
