@@ -96,7 +96,11 @@ class TurnGate:
         return self._open.is_set()
 
     async def wait(self) -> None:
+        """Until the gate opens and the events it held are sent (so a client hears the
+        transcript and deltas before the audio, as without speculation)."""
         await self._open.wait()
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.wait({self._flusher})
 
     def open(self, trace: TurnTrace) -> None:
         self.trace.clear()
