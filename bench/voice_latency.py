@@ -122,7 +122,7 @@ async def one(d: Any, name: str, audio: Audio) -> dict[str, Any]:
     tts = play.get("tts", {})
     total = 1000 * (t_first - speech_end) if t_first else float("nan")
     return {"total": total, "endpoint": 1000 * stt["turn"]["waited"],
-            "stt": stt.get("stt_ms", stt.get("pass_stt_ms", 0.0)),
+            "stt": stt.get("pass_stt_ms", stt.get("stt_ms", 0.0)),
             "to_first_clause": tts.get("first_sentence_ms", 0.0),
             "tts_first": tts.get("first_audio_ms", 0.0) - tts.get("first_sentence_ms", 0.0),
             "gate_wait": play.get("gate_ms", 0.0),

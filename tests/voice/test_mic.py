@@ -81,7 +81,8 @@ async def test_mic_turn_is_transcribed_and_answered_aloud(
         assert run["status"] == "ok", run
         assert "kitchen lights" in str(run["output"]).lower()
         stt = run["steps"][0]
-        assert stt["detail"]["turn"]["rule"] == "silence"
+        # ended by the end-of-turn check at a pause, or by the silence if it was slower
+        assert stt["detail"]["turn"]["rule"] in ("complete", "silence")
         assert stt["detail"]["turn"]["pre_roll"] > 0
         play = run["steps"][-1]["detail"]
         assert play["seconds"] > 1.0 and play["interrupted"] is False

@@ -71,7 +71,7 @@ class SttStep:
     beam_size: int
     prompt: str | None
     allow_empty: bool
-    window: float = 30.0
+    window: float = 15.0
 
     async def whisper(self, services: Services) -> Whisper:
         """The shared Whisper model of this step's options."""
@@ -101,7 +101,9 @@ class SttStep:
             early = isinstance(data, Utterance) and data.stt_ms is not None
             run.step.detail["from"] = "turn_pass" if early else "wake_word"
             if early:
-                run.step.detail["pass_stt_ms"] = data.stt_ms
+                # Whisper ran at the pause, before the turn ended: none of it is left
+                # after the end (the endpointing wait covers it); pass_stt_ms is its work.
+                run.step.detail.update(stt_ms=0.0, pass_stt_ms=data.stt_ms)
         else:
             model = await self.whisper(run.services)
             result = await asyncio.to_thread(self.transcribe_with, model, audio)
@@ -116,7 +118,7 @@ class SttStep:
 
 
 def _stt(params: dict[str, Any], b: Build) -> SttStep:
-    window = 30.0
+    window = 15.0
     if "window" in params:
         window = b.seconds("window", params["window"])
         if not 5.0 <= window <= 30.0:
@@ -151,11 +153,12 @@ STT = StepKind(
         "allow_empty": {"type": "boolean", "default": False,
                         "description": "Pass an empty transcript on instead of failing the "
                                        "run with 'stt heard no words'."},
-        "window": {"type": ["string", "number"], "default": "30s",
+        "window": {"type": ["string", "number"], "default": "15s",
                    "description": "Whisper's encoder window for audio that fits in it "
-                                  "(from 5s to 30s, Whisper's own). 15s transcribes a "
-                                  "short command in about 40% of the time with the same "
-                                  "word error rate on bench/wer.py's commands."},
+                                  "(from 5s to 30s, Whisper's own; longer audio takes "
+                                  "30s). 15s transcribes a short command in about a "
+                                  "third of 30s's time with the same word error rate "
+                                  "on bench/wer.py's commands."},
     }},
     _stt,
     shorthand="engine",
@@ -310,7 +313,9 @@ async def speak(run: Run, out: AudioOut, data: Any) -> str:
     """Send speech (or audio) to ``out``, interruptibly; the text that was spoken.
 
     Records ``first_audio_ms``, ``seconds``, ``interrupted`` and the tts timings on the
-    current step. Used by ``play`` and by a ``tts`` step that ends a pipeline.
+    current step. Used by ``play`` and by a ``tts`` step that ends a pipeline. A
+    speculative turn's audio waits for its gate (``gate_ms``, not counted in
+    ``first_audio_ms``: it is the endpointer's time).
     """
     from ..voice.playback import Speaking
     from ..voice.tts import Speech
@@ -319,6 +324,7 @@ async def speak(run: Run, out: AudioOut, data: Any) -> str:
     detail = run.step.detail
     gate = run.extra.get(TURN_GATE)
     t0 = time.perf_counter()
+    waited = 0.0
     seconds = 0.0
     begun = False
     speaking.active = True
@@ -328,12 +334,15 @@ async def speak(run: Run, out: AudioOut, data: Any) -> str:
                 break
             if not begun and gate is not None and not gate.is_open:
                 # A speculative turn: the user may still go on (then this run is cancelled).
+                g0 = time.perf_counter()
                 await gate.wait()
-                detail["gate_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+                waited = time.perf_counter() - g0
+                detail["gate_ms"] = round(waited * 1000, 1)
             if not begun:
                 await out.begin(audio.rate)
                 begun = True
-                detail["first_audio_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+                detail["first_audio_ms"] = round(
+                    (time.perf_counter() - t0 - waited) * 1000, 1)
                 detail["first_audio_at"] = time.time()
             await out.write(audio, speaking)
             seconds += audio.seconds

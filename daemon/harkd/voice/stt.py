@@ -5,7 +5,8 @@ Whisper's encoder always reads a 30 s window, padded with silence, and on a smal
 costs most of a short command's transcription. ``window`` below 30 s encodes a shorter
 padded window (CTranslate2 accepts one) for audio that fits in it: tiny.en transcribes a
 2 s command in about 40% of the time, with the same word error rate on the generated
-commands of ``bench/wer.py --window``; audio longer than the window takes the full path.
+commands of ``bench/wer.py --window`` (the ``stt`` step's default is 15 s); audio longer
+than the window takes the full path.
 """
 
 from __future__ import annotations
