@@ -131,6 +131,18 @@ async def test_fixed_silence_with_speculation_uses_the_speculative_reply(
     assert "gate_ms" in run["steps"][-1]["detail"]  # the reply waited for the turn's end
 
 
+async def test_a_pass_transcript_is_reused_when_only_silence_follows(
+        tmp_path: Path, models: Models) -> None:
+    first, _ = at_pause(ssml(tmp_path, "turn on the <break time='600ms'/> kitchen lights"))
+    _, logs, run = await turn(
+        tmp_path, models, "{end_of_turn: heuristic, speculate: false, silence: 800ms}",
+        first, "voice_turn_pass")
+    stt = run["steps"][0]["detail"]
+    assert stt["turn"]["rule"] == "silence"  # "turn on the" is not a complete turn
+    assert stt["from"] == "turn_pass" and "turn on" in stt["text"].lower()
+    assert not [e for e in logs if e["event"].startswith("voice_speculation")]
+
+
 async def test_without_speculation_the_old_fixed_silence_stands(
         tmp_path: Path, models: Models) -> None:
     _, logs, run = await turn(

@@ -42,13 +42,15 @@ VAD_SCHEMA: dict[str, Any] = {
         "silence": {**DURATION, "default": "1s",
                     "description": "Silence that always ends a turn (the only rule with "
                                    "end_of_turn: off)."},
-        "end_of_turn": {"enum": ["smart-turn", "heuristic", "off"], "default": "smart-turn",
+        "end_of_turn": {"enum": ["smart-turn", "heuristic", "off", False],
+                        "default": "smart-turn",
                         "description": "At a pause of min_silence, whether the turn "
                                        "sounds complete (then it ends at once): "
                                        "smart-turn: Pipecat's Smart Turn v3 audio model, "
                                        "vetoed when the transcript ends in a word like "
                                        "'the', 'and', 'to'; heuristic: that transcript "
-                                       "check alone; off: only silence ends a turn."},
+                                       "check alone; off (or false): only silence "
+                                       "ends a turn."},
         "min_silence": {**DURATION, "default": "200ms",
                         "description": "The pause at which the turn is transcribed and "
                                        "judged."},

@@ -42,7 +42,8 @@ def listen_config(params: dict[str, Any]) -> ListenConfig:
     vad_raw = dict(params.get("vad") or {})
     vad = VadConfig(
         aggressiveness=int(vad_raw.get("aggressiveness", VadConfig.aggressiveness)),
-        end_of_turn=vad_raw.get("end_of_turn", VadConfig.end_of_turn),
+        # YAML reads a bare off as false
+        end_of_turn=vad_raw.get("end_of_turn", VadConfig.end_of_turn) or "off",
         threshold=float(vad_raw.get("threshold", VadConfig.threshold)),
         speculate=bool(vad_raw.get("speculate", VadConfig.speculate)),
         **{k: seconds(v) for k, v in vad_raw.items() if k in VAD_DURATIONS})

@@ -178,6 +178,8 @@ class _Pass:
     task: asyncio.Task[None] | None = None
     run: asyncio.Task[Any] | None = None
     gate: TurnGate | None = None
+    text: str | None = None
+    stt_ms: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -196,8 +198,9 @@ class TurnEnder:
         self.stt = _stt_step(listener) if mode == "always" else None
         self.model = config.end_of_turn
         self.speculate = config.speculate and _harmless(listener)
-        self.enabled = mode != "push_to_talk" and (
-            self.model == "smart-turn" or self.stt is not None)
+        # end_of_turn off without speculation is the plain fixed silence: no passes
+        self.enabled = mode != "push_to_talk" and (self.model != "off" or self.speculate) \
+            and (self.model == "smart-turn" or self.stt is not None)
         self._min = VadConfig.frames(self.config.min_silence)
         self._pass: _Pass | None = None
         self._jobs: list[Future[Any]] = []
@@ -219,6 +222,8 @@ class TurnEnder:
                 return None
             if current is not None:
                 self._cancel(current, "ended")
+                if current.text:  # only silence was added since the pass: its text stands
+                    return Utterance(utt.audio, utt.trace, current.text, current.stt_ms)
             return utt
         if not self.enabled:
             return None
@@ -272,6 +277,7 @@ class TurnEnder:
             model = await self.stt.whisper(listener.bound.services)
             heard = await self._submit(self.stt.transcribe_with, model, snap.audio)
             text, stt_ms = heard.text, round(heard.elapsed * 1000, 1)
+            p.text, p.stt_ms = text, stt_ms
             p.notes["text"] = text
             if not text:
                 return  # nothing heard: the silence rule ends it, and stt says so
