@@ -16,12 +16,10 @@ keeps the newest ``runs.keep`` runs and none older than ``runs.max_age``.
 from __future__ import annotations
 
 import asyncio
-import json
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +27,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .errors import HarkError
-from .secrets import REDACTOR
-from .values import jsonable
+from .runrecord import encode, ending, record, summary
 
 if TYPE_CHECKING:
     from .core.run import Run, RunResult
@@ -64,34 +61,11 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs (started);
 COLUMNS = ("seq", "id", "pipeline", "version", "trigger_kind", "trigger", "started",
            "duration", "status", "error", "http_status", "input", "output", "truncated",
            "steps")
-MARK = "…[truncated]"
 #: how long the writer lets records gather before it writes them (seconds)
 BATCH_WINDOW = 0.05
 #: how many writes between two retention sweeps, at least (a sweep's scan for the cut-off
 #: costs the same however many rows it then deletes, so a long log sweeps every keep/4)
 SWEEP_EVERY = 500
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, default=jsonable)
-#: the C encoder itself, made once: ``JSONEncoder.encode`` builds a new one per call, which
-#: costs more than encoding a webhook's small values (it has no cycle check; a value that
-#: refers to itself takes the slow path below and fails there as json.dumps does)
-_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-_C_ENCODE = (_MAKE_ENCODER(None, jsonable, json.encoder.encode_basestring, None, ": ", ", ",
-                           False, False, True) if _MAKE_ENCODER is not None else None)
-
-
-def _json(value: Any) -> str:
-    """``value`` as JSON text (UTF-8 as is, run values by :func:`~harkd.values.jsonable`)."""
-    if _C_ENCODE is not None:
-        try:
-            return "".join(_C_ENCODE(value, 0))
-        except RecursionError:
-            pass
-    return _ENCODER.encode(value)
-
-
-_ENCODE = _json
 
 
 @dataclass(frozen=True)
@@ -101,71 +75,6 @@ class Limits:
     keep: int = 10000
     max_age: float = 720 * 3600.0
     max_field: int = 8192
-
-
-def encode(value: Any, limit: int) -> tuple[str | None, bool]:
-    """``value`` as redacted JSON text of at most ``limit`` characters, and whether it was
-    cut. A cut value is no longer valid JSON; readers get it back as a string."""
-    if value is None:
-        return None, False
-    if isinstance(value, bytes | bytearray):
-        value = f"<{len(value)} bytes>"
-    text = REDACTOR(_ENCODE(value))
-    if len(text) <= limit:
-        return text, False
-    return text[:limit] + MARK, True
-
-
-def decode(text: str | None, truncated: bool) -> Any:
-    if text is None:
-        return None
-    if truncated and text.endswith(MARK):
-        return text
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-@dataclass(frozen=True)
-class _Ending:
-    """The encoded columns of a run that has ended."""
-
-    status: str
-    duration: float
-    error: str | None
-    http_status: int
-    output: str | None
-    truncated: bool
-    steps: str
-
-
-def _ending(run: Run, result: RunResult, limit: int) -> _Ending:
-    output, cut = encode(result.output, limit)
-    return _Ending(result.status, result.duration,
-                   REDACTOR(result.error) if result.error else None, result.http_status,
-                   output, cut, _steps(run, limit))
-
-
-#: step records kept per run (a ``map`` over thousands of items keeps the first ones)
-MAX_STEPS = 1000
-
-
-def _steps(run: Run, limit: int) -> str:
-    out: list[dict[str, Any]] = []
-    for s in run.steps[:MAX_STEPS]:
-        item: dict[str, Any] = {"index": s.index, "path": s.path, "kind": s.kind,
-                                "started": s.started,
-                                "duration_ms": round(s.duration * 1000, 3), "status": s.status}
-        if s.name:
-            item["name"] = s.name
-        if s.detail:
-            detail, cut = encode(s.detail, limit)
-            item["detail"] = s.detail if not cut else detail
-        out.append(item)
-    if len(run.steps) > MAX_STEPS:
-        out.append({"omitted": len(run.steps) - MAX_STEPS})
-    return REDACTOR(_ENCODE(out))
 
 
 class RunLog:
@@ -267,7 +176,7 @@ class RunLog:
         for run_id, run in started.items():
             text, cut = encode(run.input, limit)
             trigger, _ = encode(run.trigger, limit)
-            end = _ending(*finished.pop(run_id), limit) if run_id in finished else None
+            end = ending(*finished.pop(run_id), limit) if run_id in finished else None
             inserts.append((run.id, run.pipeline.name, run.pipeline.version,
                             run.trigger.get("kind"), trigger, run.started,
                             end.status if end else "running", text,
@@ -276,7 +185,7 @@ class RunLog:
                             end.http_status if end else None, end.output if end else None,
                             end.steps if end else None))
         for run, result in finished.values():
-            end = _ending(run, result, limit)
+            end = ending(run, result, limit)
             updates.append((end.status, end.duration, end.error, end.http_status, end.output,
                             int(end.truncated), end.steps, run.id))
         if not inserts and not updates:
@@ -386,28 +295,6 @@ class RunLog:
     async def get(self, run_id: str) -> dict[str, Any] | None:
         await self.flush()
         return await asyncio.to_thread(self.get_sync, run_id)
-
-
-def summary(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One run as ``/api/runs`` lists it."""
-    return {"id": row["id"], "seq": row["seq"], "pipeline": row["pipeline"],
-            "version": row["version"], "trigger": row["trigger_kind"],
-            "started": row["started"], "status": row["status"],
-            "duration_ms": None if row["duration"] is None else round(row["duration"] * 1000, 3),
-            "error": row["error"], "http_status": row["http_status"]}
-
-
-def record(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One run with everything the log keeps, as ``/api/runs/{id}`` shows it."""
-    out = summary(row)
-    truncated = bool(row["truncated"])
-    steps = decode(row["steps"], False) or []
-    out.update(trigger_data=decode(row["trigger"], False), input=decode(row["input"], truncated),
-               output=decode(row["output"], truncated), truncated=truncated, steps=steps,
-               llm=[dict(s["detail"], step=s["index"], path=s.get("path", str(s["index"])))
-                    for s in steps
-                    if s.get("kind") == "llm" and isinstance(s.get("detail"), dict)])
-    return out
 
 
 def limits(settings: Settings) -> Limits:

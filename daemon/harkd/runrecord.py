@@ -1,0 +1,126 @@
+"""A run as the run log stores it, and back: values as redacted JSON text cut to a size,
+the step records, and the rows as the API and the console show them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .secrets import REDACTOR
+from .values import jsonable
+
+if TYPE_CHECKING:
+    from .core.run import Run, RunResult
+
+MARK = "…[truncated]"
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=jsonable)
+#: the C encoder itself, made once: ``JSONEncoder.encode`` builds a new one per call, which
+#: costs more than encoding a webhook's small values (it has no cycle check; a value that
+#: refers to itself takes the slow path below and fails there as json.dumps does)
+_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (_MAKE_ENCODER(None, jsonable, json.encoder.encode_basestring, None, ": ", ", ",
+                           False, False, True) if _MAKE_ENCODER is not None else None)
+
+
+def _json(value: Any) -> str:
+    """``value`` as JSON text (UTF-8 as is, run values by :func:`~harkd.values.jsonable`)."""
+    if _C_ENCODE is not None:
+        try:
+            return "".join(_C_ENCODE(value, 0))
+        except RecursionError:
+            pass
+    return _ENCODER.encode(value)
+
+
+_ENCODE = _json
+
+
+def encode(value: Any, limit: int) -> tuple[str | None, bool]:
+    """``value`` as redacted JSON text of at most ``limit`` characters, and whether it was
+    cut. A cut value is no longer valid JSON; readers get it back as a string."""
+    if value is None:
+        return None, False
+    if isinstance(value, bytes | bytearray):
+        value = f"<{len(value)} bytes>"
+    text = REDACTOR(_ENCODE(value))
+    if len(text) <= limit:
+        return text, False
+    return text[:limit] + MARK, True
+
+
+def decode(text: str | None, truncated: bool) -> Any:
+    if text is None:
+        return None
+    if truncated and text.endswith(MARK):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@dataclass(frozen=True)
+class Ending:
+    """The encoded columns of a run that has ended."""
+
+    status: str
+    duration: float
+    error: str | None
+    http_status: int
+    output: str | None
+    truncated: bool
+    steps: str
+
+
+def ending(run: Run, result: RunResult, limit: int) -> Ending:
+    """The encoded columns of a run that has ended."""
+    output, cut = encode(result.output, limit)
+    return Ending(result.status, result.duration,
+                   REDACTOR(result.error) if result.error else None, result.http_status,
+                   output, cut, _steps(run, limit))
+
+
+#: step records kept per run (a ``map`` over thousands of items keeps the first ones)
+MAX_STEPS = 1000
+
+
+def _steps(run: Run, limit: int) -> str:
+    out: list[dict[str, Any]] = []
+    for s in run.steps[:MAX_STEPS]:
+        item: dict[str, Any] = {"index": s.index, "path": s.path, "kind": s.kind,
+                                "started": s.started,
+                                "duration_ms": round(s.duration * 1000, 3), "status": s.status}
+        if s.name:
+            item["name"] = s.name
+        if s.detail:
+            detail, cut = encode(s.detail, limit)
+            item["detail"] = s.detail if not cut else detail
+        out.append(item)
+    if len(run.steps) > MAX_STEPS:
+        out.append({"omitted": len(run.steps) - MAX_STEPS})
+    return REDACTOR(_ENCODE(out))
+
+
+def summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One run as ``/api/runs`` lists it."""
+    return {"id": row["id"], "seq": row["seq"], "pipeline": row["pipeline"],
+            "version": row["version"], "trigger": row["trigger_kind"],
+            "started": row["started"], "status": row["status"],
+            "duration_ms": None if row["duration"] is None else round(row["duration"] * 1000, 3),
+            "error": row["error"], "http_status": row["http_status"]}
+
+
+def record(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One run with everything the log keeps, as ``/api/runs/{id}`` shows it."""
+    out = summary(row)
+    truncated = bool(row["truncated"])
+    steps = decode(row["steps"], False) or []
+    out.update(trigger_data=decode(row["trigger"], False), input=decode(row["input"], truncated),
+               output=decode(row["output"], truncated), truncated=truncated, steps=steps,
+               llm=[dict(s["detail"], step=s["index"], path=s.get("path", str(s["index"])))
+                    for s in steps
+                    if s.get("kind") == "llm" and isinstance(s.get("detail"), dict)])
+    return out
