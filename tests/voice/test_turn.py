@@ -59,7 +59,7 @@ def at_pause(audio: Audio, pause: float = 0.45) -> tuple[Audio, Audio]:
     raise AssertionError("no pause in the audio")
 
 
-async def turn(tmp_path: Path, models: Models, vad: str, *parts: Audio | str
+async def turn(tmp_path: Path, models: Models, vad: str, *parts: Audio | str, pipe: str = PIPE
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Send audio to a daemon's audio pipeline, then silence until its reply is over; the
     events, the logs, and the run's record. A string part waits (sending nothing, so the
@@ -67,7 +67,7 @@ async def turn(tmp_path: Path, models: Models, vad: str, *parts: Audio | str
     depend on how fast the pass at a pause is on this machine."""
     async with run_daemon(tmp_path) as d:
         d.daemon.services.shared.update(models.shared())
-        await d.write("turn", PIPE.replace("VAD", vad))
+        await d.write("turn", pipe.replace("VAD", vad))
         with capture_logs() as logs:
             async with d.http.ws_connect(d.ws_url("/ws/turn")) as ws:
                 log: list[Any] = []
@@ -129,6 +129,19 @@ async def test_fixed_silence_with_speculation_uses_the_speculative_reply(
     assert stt["turn"]["rule"] == "silence"  # the final trace replaced the pass's
     assert [e for e in logs if e["event"] == "voice_speculation_used"]
     assert "gate_ms" in run["steps"][-1]["detail"]  # the reply waited for the turn's end
+
+
+async def test_a_speculative_text_reply_waits_for_the_end_of_the_turn(
+        tmp_path: Path, models: Models) -> None:
+    # No audio to hold back: the speculative run ends at once, and its result must still
+    # wait for the turn (here the user goes on, so it is discarded, never sent).
+    text_only = "\n".join(PIPE.splitlines()[:4]) + "\n"
+    first, rest = at_pause(ssml(tmp_path, "turn on the <break time='600ms'/> kitchen lights"))
+    got, logs, _ = await turn(tmp_path, models, "{end_of_turn: off, silence: 1s}",
+                                first, "voice_speculation_started", rest, pipe=text_only)
+    assert [e["type"] for e in got] == ["transcript", "result"], got
+    assert "kitchen lights" in str(got[-1]["output"]).lower()
+    assert [e for e in logs if e["event"] == "voice_speculation_discarded"]
 
 
 async def test_a_pass_transcript_is_reused_when_only_silence_follows(

@@ -280,6 +280,11 @@ class Listener:
 
     async def _run(self, run: Any) -> None:
         result = await self.bound.run(run)
+        gate = run.extra.get(TURN_GATE)
+        if gate is not None:
+            # A speculative run's result, too, waits for its turn to be over (and after the
+            # events its gate held); if the user goes on, this task is cancelled here.
+            await gate.wait()
         if self.config.wake is not None and result.ok:
             self.awake_until = self.clock + self.config.wake.follow_up
         if self.finished is not None:

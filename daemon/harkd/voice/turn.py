@@ -15,12 +15,12 @@ starts with one), and asks whether the turn sounds complete:
 * ``off``: only the ``silence`` rule ends a turn.
 
 A complete turn ends at once, its transcript already known, so ``stt`` does not run again.
-With ``speculate`` (and a pipeline of harmless steps: :data:`HARMLESS`, no tools) the
-pipeline run starts as soon as the transcript is known, before the decision, like
-LiveKit's preemptive generation: its LLM and TTS work while the endpointer
-waits, and a :class:`TurnGate` holds its events and its first audio until the turn is
-over. If the user goes on speaking, the speculative run is cancelled (recorded as a
-cancelled run) and counted as discarded; if the turn ends by silence with no voice since
+With ``speculate`` (and a pipeline of harmless steps: :data:`HARMLESS`, no tools) a
+turn judged not yet complete still starts its run at the pass, like LiveKit's
+preemptive generation: its LLM and TTS work while the endpointer waits, and a
+:class:`TurnGate` holds its events and its first audio until the turn is over. If the
+user goes on speaking, the speculative run is cancelled (recorded as a cancelled run) and
+counted as discarded; if the turn ends by silence with no voice since
 the pass, the transcript is still right (only silence was added) and the gate opens.
 Passes never queue: while one is still in its thread, no new one starts.
 """
@@ -281,13 +281,6 @@ class TurnEnder:
             p.notes["text"] = text
             if not text:
                 return  # nothing heard: the silence rule ends it, and stt says so
-            if self.speculate:
-                p.gate = TurnGate(listener.emit, snap.trace)
-                p.run = await listener.start_turn(
-                    Utterance(snap.audio, snap.trace, text, stt_ms, p.gate))
-                self.stats.speculative += 1
-                log.debug("voice_speculation_started", pipeline=listener.bound.name,
-                          text=text, stt_ms=stt_ms)
         complete = False
         if self.model == "heuristic":
             complete = text is not None and sounds_complete(text)
@@ -297,20 +290,25 @@ class TurnEnder:
             complete = prob >= self.config.threshold and (text is None
                                                           or sounds_complete(text))
         log.debug("voice_turn_pass", complete=complete, stt_ms=stt_ms, **p.notes)
-        if not complete or self._pass is not p:
+        if self._pass is not p:
+            return  # voice since, or the silence ended the turn meanwhile
+        if complete:
+            # The turn ends here: its run starts now, as any turn's, with this transcript.
+            utt = listener.endpointer.end("complete")
+            self._pass = None
+            if utt is not None:
+                self.stats.early += 1
+                listener.queue_turn(Utterance(utt.audio, utt.trace, text, stt_ms))
             return
-        # Still the same pause: voice since would have cancelled this task.
-        utt = listener.endpointer.end("complete")
-        self._pass = None
-        if utt is None:
-            return
-        self.stats.early += 1
-        if p.gate is not None and p.run is not None:
-            p.gate.open(utt.trace)
-            self.stats.used += 1
-            log.info("voice_speculation_used", pipeline=listener.bound.name, rule="complete")
-        else:
-            listener.queue_turn(Utterance(utt.audio, utt.trace, text, stt_ms))
+        if text and self.speculate:
+            # Not over yet by the look of it: start the reply anyway, held by a gate,
+            # in case only silence follows (then the silence rule opens the gate).
+            p.gate = TurnGate(listener.emit, snap.trace)
+            p.run = await listener.start_turn(
+                Utterance(snap.audio, snap.trace, text, stt_ms, p.gate))
+            self.stats.speculative += 1
+            log.debug("voice_speculation_started", pipeline=listener.bound.name,
+                      text=text, stt_ms=stt_ms)
 
 
 #: steps a speculative run may take before its turn is known to be over: they change
