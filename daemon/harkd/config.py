@@ -12,16 +12,15 @@ import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from . import durations, secrets, settings, yamlfile
-from .core.schema import BASE, DRAFT
-from .core.validate import errors_of
 from .errors import ConfigError, ConfigErrors, Position
 from .settings import Settings
 from .yamlfile import Positions
+
+if TYPE_CHECKING:
+    import jsonschema
 
 
 def load(
@@ -77,12 +76,19 @@ def read_config(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def validate_config(data: Any, positions: Positions) -> list[ConfigError]:
-    """Every schema error of one ``harkd.yaml`` document, each with its position."""
+    """Every schema error of one ``harkd.yaml`` document, each with its position.
+
+    jsonschema and the pipeline model are imported here, not with this module: without a
+    ``harkd.yaml`` (``harkd ask``, ``harkd invoke``) nothing is validated."""
+    from .core.validate import errors_of
+
     return errors_of(_validator(), data, positions)
 
 
 @functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     return jsonschema.Draft202012Validator(config_schema())
 
 
@@ -158,6 +164,9 @@ ROUTER = {
 
 
 def config_schema() -> dict[str, Any]:
+    """The JSON Schema of ``harkd.yaml``, from the settings table and the parts' sections."""
+    from .core.schema import BASE, DRAFT
+
     props: dict[str, Any] = {}
     for s in settings.TABLE:
         node = props

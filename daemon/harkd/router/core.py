@@ -198,7 +198,8 @@ class Router:
     async def _complete(self, req: ChatRequest) -> ChatResponse:
         at = self.attempts
         tiers = at.plan(req)
-        with at.call(req, stream=False) as call:
+        call = at.begin(req, stream=False)
+        try:
             t0 = time.perf_counter()
             for tier in tiers:
                 if len(tier) == 1 and at.states[tier[0].id].limiter is None:
@@ -224,6 +225,8 @@ class Router:
                         if response is not None:
                             return response
             raise at.exhausted(call)
+        finally:
+            at.end()
 
     def stream(self, req: ChatRequest) -> ChatStream:
         """One call, streamed: iterate the returned object for text chunks; its

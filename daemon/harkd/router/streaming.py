@@ -73,7 +73,8 @@ class ChatStream:
     async def _routed(self) -> AsyncIterator[str]:
         at = self.attempts
         tiers = at.plan(self.req)
-        with at.call(self.req, stream=True) as call:
+        call = at.begin(self.req, stream=True)
+        try:
             t0 = time.perf_counter()
             for tier in tiers:
                 async with contextlib.aclosing(at.admitted(tier, call)) as admitted:
@@ -90,6 +91,8 @@ class ChatStream:
                         finally:
                             at.release(state, call)
             raise at.exhausted(call)
+        finally:
+            at.end()
 
     async def _open(self, dep: Deployment, state: DeploymentState, call: Call
                     ) -> tuple[AsyncIterator[Delta], Delta | None, int, float] | None:

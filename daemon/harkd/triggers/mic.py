@@ -217,13 +217,19 @@ def check_wake(params: dict[str, Any], b: Build) -> None:
                  "or the path of a model's .json")
 
 
-def build(params: dict[str, Any], b: Build) -> MicTrigger:
+def check_listening(params: dict[str, Any], b: Build) -> None:
+    """What the schema cannot check of a listening trigger (``mic``, ``satellite``): the
+    ``vad`` durations, that ``mode: wake`` has a wake phrase, and the wake model."""
     for key in ("silence", "min_silence", "min_speech", "max_utterance", "pre_roll"):
         if key in (params.get("vad") or {}):
             b.child(b.pointer + "/vad").seconds(key, params["vad"][key])
     if params.get("mode") == "wake" and not params.get("wake"):
         b.error("mode", "mode wake needs a wake phrase (wake: hey hark)")
     check_wake(params, b)
+
+
+def build(params: dict[str, Any], b: Build) -> MicTrigger:
+    check_listening(params, b)
     return MicTrigger(params=params, path=f"/mic/{b.name}")
 
 

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 from .. import durations
 from ..core.registry import TriggerKind
 from .http import error_response
-from .mic import BARGE_IN_SCHEMA, CLEAN_SCHEMA, VAD_SCHEMA, WAKE_SCHEMA, check_wake
+from .mic import (
+    BARGE_IN_SCHEMA,
+    CLEAN_SCHEMA,
+    VAD_SCHEMA,
+    WAKE_SCHEMA,
+    check_listening,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -81,12 +87,7 @@ PARAMS: dict[str, Any] = {
 
 
 def build(params: dict[str, Any], b: Build) -> SatelliteTrigger:
-    for key in ("silence", "min_silence", "min_speech", "max_utterance", "pre_roll"):
-        if key in (params.get("vad") or {}):
-            b.child(b.pointer + "/vad").seconds(key, params["vad"][key])
-    if params.get("mode") == "wake" and not params.get("wake"):
-        b.error("mode", "mode wake needs a wake phrase (wake: hey hark)")
-    check_wake(params, b)
+    check_listening(params, b)
     if "backoff_max" in params:
         b.seconds("backoff_max", params["backoff_max"])
     uri = params.get("uri")
