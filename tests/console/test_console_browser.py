@@ -217,6 +217,9 @@ def test_read_only_pages_work_without_javascript(page: Page, live: Live) -> None
         assert "- templat: x" in page.text("section.problem .excerpt .hit")
         page.open("/ui/runs?pipeline=chain")
         page.driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        # The form's navigation is asynchronous: wait for it, or it can land after (and
+        # instead of) the next page.open.
+        page.wait(lambda: "status=" in page.driver.current_url)
         assert "chain" in page.text("table.runs tbody")
         page.open(f"/ui/runs/{run_id}")
         assert page.count("ol.waterfall > li") == 4
