@@ -374,11 +374,15 @@ class Run:
     output: str
 
 
-def write_pipelines(folder: Path, n: int, template: str = HELLO) -> None:
-    """``n`` one-step template webhooks ``p0`` … ``p{n-1}`` at ``/hooks/pN``."""
+def write_pipelines(folder: Path, n: int, template: str = HELLO, *,
+                    distinct: bool = False) -> None:
+    """``n`` one-step template webhooks ``p0`` … ``p{n-1}`` at ``/hooks/pN``; with
+    ``distinct``, each file's bytes differ (a ``description``), so that nothing a loader
+    keeps by content serves one file for another."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        (folder / f"p{i}.yaml").write_text(pipeline_text(template))
+        extra = f"description: pipeline {i}\n" if distinct else ""
+        (folder / f"p{i}.yaml").write_text(extra + pipeline_text(template))
 
 
 def pipeline_text(template: str) -> str:

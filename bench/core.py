@@ -245,23 +245,29 @@ PROBE = HERE / "harkd_probe.py"
 
 def startup(report: Report, scale: Scale, n: int = 100) -> dict[str, list[float]]:
     m: dict[str, list[float]] = {k: [] for k in (
-        "ready", "ready_cpu", "bare_ready", "bare_ready_cpu", "rss", "bare_rss", "check",
-        "check_cpu", "python", "python_cpu", "import_cpu")}
+        "ready", "ready_cpu", "warm", "warm_cpu", "bare_ready", "bare_ready_cpu", "rss",
+        "bare_rss", "check", "check_cpu", "python", "python_cpu", "import_cpu")}
     repeats = 5 if scale.repeats > 1 else 2
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         folder = root / "pipelines"
-        write_pipelines(folder, n)
+        write_pipelines(folder, n, distinct=True)
         probe = PROBE
-        for _ in range(repeats):
+        for i in range(repeats):
             port, bport = free_port(), free_port()
+            # First start: an empty state folder, so every file is parsed and validated.
+            state = root / f"state-{i}"
             with serve(harkd_cmd(folder, port), port, "/readyz",
-                       env=harkd_env(root / "state")) as srv:
+                       env=harkd_env(state)) as srv:
                 m["ready"].append(srv.ready_s * 1000)
                 m["ready_cpu"].append(srv.ready_cpu_s * 1000)
                 asyncio.run(load(srv.url("/hooks/p1"), 2, count=20, json_body={}))
                 time.sleep(1.0)
                 m["rss"].append(srv.rss_mb())
+            # Restart on the same state folder: the validated documents are cached there.
+            with serve(harkd_cmd(folder, port), port, "/readyz", env=harkd_env(state)) as srv:
+                m["warm"].append(srv.ready_s * 1000)
+                m["warm_cpu"].append(srv.ready_cpu_s * 1000)
             with serve([str(HARKD_PY), str(HERE / "bare.py"), str(bport)], bport,
                        "/readyz") as bare:
                 m["bare_ready"].append(bare.ready_s * 1000)
@@ -296,12 +302,16 @@ def startup(report: Report, scale: Scale, n: int = 100) -> dict[str, list[float]
     installed = timed_run([str(HARKD_PY), "-c", "import litellm"]).code == 0
 
     S = Spread.of
-    r = S(m["ready"])
-    report.add(Figure(SECTION_START, f"cold start to /readyz, {n} pipelines (wall)", r, " ms",
-                      "bare aiohttp to ready", S(m["bare_ready"]), goal="≤ 1.3x",
-                      met=r.median <= 1.3 * S(m["bare_ready"]).median, digits=0))
-    report.add(Figure(SECTION_START, "cold start, CPU time used until ready", S(m["ready_cpu"]),
-                      " ms", "bare aiohttp", S(m["bare_ready_cpu"]), digits=0))
+    bare = S(m["bare_ready"])
+    for key, what in (("ready", "first start, empty state folder"),
+                      ("warm", "restart, documents cached")):
+        r = S(m[key])
+        report.add(Figure(SECTION_START, f"cold start to /readyz, {n} pipelines, {what} "
+                          "(wall)", r, " ms", "bare aiohttp to ready", bare, goal="≤ 1.3x",
+                          met=r.median <= 1.3 * bare.median, digits=0))
+        report.add(Figure(SECTION_START, f"cold start, {what}: CPU time until ready",
+                          S(m[f"{key}_cpu"]), " ms", "bare aiohttp", S(m["bare_ready_cpu"]),
+                          digits=0))
     c = S(m["check"])
     report.add(Figure(SECTION_START, f"`harkd check` of {n} files (wall)", c, " ms",
                       "`python -c pass`", S(m["python"]), goal="< 0.5 s",

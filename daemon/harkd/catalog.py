@@ -29,6 +29,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from .core.bound import Bound
 from .core.concurrency import Gate
+from .core.doccache import DocCache
 from .core.loader import Loaded, digest, discover, load_file, pipeline_name
 from .errors import ConfigError, HarkError
 from .services import Services
@@ -100,6 +101,10 @@ class Catalog:
         self._lock = asyncio.Lock()
         self.listeners: list[Callable[[Entry, str], None]] = []
         self._group: TaskGroup | None = None
+        #: validated documents from earlier starts (the daemon opens it in the state
+        #: folder); saved after a scan, and a second after the last change otherwise
+        self.cache: DocCache | None = None
+        self._save_later: asyncio.TimerHandle | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Catalog]:
@@ -144,6 +149,7 @@ class Catalog:
                 await self.remove(entry.file)
         for path in files:
             await self.sync(path)
+        self.save_cache()
 
     async def changed(self, paths: Iterable[str | Path]) -> None:
         """Apply file system changes: each path was added, modified or deleted."""
@@ -154,6 +160,17 @@ class Catalog:
                 await self.sync(Path(p))
             else:
                 await self.remove(p)
+        if self.cache is not None and self.cache.dirty and self._save_later is None:
+            # Off the reload's path: one write a second after a burst of edits.
+            self._save_later = asyncio.get_running_loop().call_later(1.0, self.save_cache)
+
+    def save_cache(self) -> None:
+        """Write the document cache if it changed (a scan, a reload, closing)."""
+        if self._save_later is not None:
+            self._save_later.cancel()
+            self._save_later = None
+        if self.cache is not None:
+            self.cache.save()
 
     async def sync(self, path: Path) -> Entry | None:
         """(Re)load one file and apply the outcome."""
@@ -166,7 +183,8 @@ class Catalog:
         settings = build_settings(self.services.settings)
         for _ in range(5):
             before = _stamp(path)
-            loaded = load_file(path, registry=self.services.registry, settings=settings)
+            loaded = load_file(path, registry=self.services.registry, settings=settings,
+                               cache=self.cache)
             if loaded.pipeline is not None:
                 # Written again while we read it? File times are coarse (a few ms) and an
                 # edit may keep the size, so compare the bytes; the event of that write
@@ -301,6 +319,7 @@ class Catalog:
 
     async def close(self, timeout: float) -> bool:
         """Stop every long-lived trigger, then wait for in-flight runs."""
+        self.save_cache()
         for entry in self.entries.values():
             await _stop(entry.task)
             entry.task = None

@@ -128,9 +128,12 @@ class Daemon:
         from . import state
 
         try:
-            state.prepare(s.state)
+            root = state.prepare(s.state)
         except state.StateError as exc:
             raise StartupError(str(exc), EX_CANTCREAT) from None
+        from .core.doccache import DocCache
+
+        self.catalog.cache = DocCache.open(root / "cache" / "pipelines", self.registry)
 
         runner = web.AppRunner(self.app(), handle_signals=False, access_log=None,
                                shutdown_timeout=s.shutdown_timeout)
@@ -196,7 +199,8 @@ class Daemon:
         self.ready = True
         log.info("daemon_ready", listen=f"{self.address[0]}:{self.address[1]}",
                  pipelines=self.catalog.summary(), version=__version__,
-                 load_ms=round((time.perf_counter() - t0) * 1000, 1))
+                 load_ms=round((time.perf_counter() - t0) * 1000, 1),
+                 cached=self.catalog.cache.hits if self.catalog.cache else 0)
         self.notifier.ready(self.catalog.summary())
         self.catalog.listeners.append(lambda _e, _w: self.notifier.status(self.catalog.summary()))
         if started is not None:

@@ -8,17 +8,26 @@ files that are too large, binary, or not UTF-8, and YAML with duplicate keys, ea
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, Position
 
-try:  # the C composer is several times faster on large folders
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
+if TYPE_CHECKING:
+    import yaml
+
+
+@functools.cache
+def _loader() -> type[yaml.SafeLoader]:
+    """PyYAML's loader, imported on first use: a daemon restarting on unchanged files
+    takes their documents from the state folder's cache and never needs it."""
+    import yaml
+
+    try:  # the C composer is several times faster on large folders
+        return yaml.CSafeLoader  # type: ignore[return-value]
+    except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+        return yaml.SafeLoader
 
 MAX_FILE_BYTES = 1024 * 1024
 
@@ -75,9 +84,11 @@ def read_text(path: str, data: bytes) -> str:
 
 def load(path: str, text: str) -> tuple[Any, Positions]:
     """Parse one YAML document; return its data and the positions of its values."""
+    import yaml
+
     positions = Positions(path)
     try:
-        loader = _Loader(text)
+        loader = _loader()(text)
         try:
             node = loader.get_single_node()
             if node is None:
@@ -113,6 +124,9 @@ class _Walk:
         self.positions = positions
         self.errors = errors
         self.budget = MAX_NODES
+        import yaml
+
+        self.mapping, self.sequence = yaml.MappingNode, yaml.SequenceNode
 
     def node(self, node: yaml.Node, ptr: str) -> None:
         self.budget -= 1
@@ -123,7 +137,7 @@ class _Walk:
                          node.start_mark.column + 1, ptr),
             )
         self.positions.values[ptr] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, self.mapping):
             seen: set[str] = set()
             for key_node, value_node in node.value:
                 key = str(key_node.value)
@@ -136,6 +150,6 @@ class _Walk:
                 seen.add(key)
                 self.positions.keys[child] = where
                 self.node(value_node, child)
-        elif isinstance(node, yaml.SequenceNode):
+        elif isinstance(node, self.sequence):
             for i, item in enumerate(node.value):
                 self.node(item, f"{ptr}/{i}")

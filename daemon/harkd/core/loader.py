@@ -11,14 +11,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import secrets, yamlfile
 from ..errors import ConfigError, ConfigErrors, Position
 from . import registry as reg
 from .pipeline import Pipeline, compile_pipeline
 from .registry import Registry
-from .validate import validate_pipeline
+
+if TYPE_CHECKING:
+    from .doccache import DocCache
 
 SUFFIXES = (".yaml", ".yml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -64,8 +66,11 @@ def load_bytes(
     registry: Registry | None = None,
     environ: Mapping[str, str] | None = None,
     settings: dict[str, Any] | None = None,
+    cache: DocCache | None = None,
 ) -> Loaded:
-    """Load one pipeline from its bytes; never raises for bad content."""
+    """Load one pipeline from its bytes; never raises for bad content. With ``cache``, a
+    document validated before (same bytes, same harkd and schema) is neither parsed nor
+    validated again; see :mod:`harkd.core.doccache`."""
     name = Path(file).stem
     sha = digest(raw)
     registry = registry or reg.default()
@@ -77,13 +82,21 @@ def load_bytes(
         return failed([ConfigError(
             f"pipeline name {name!r} (the file stem) may hold only letters, digits, - and _",
             Position(file))])
-    try:
-        data, positions = yamlfile.load(file, yamlfile.read_text(file, raw))
-    except ConfigError as exc:
-        return failed([exc])
-    errors = validate_pipeline(data, positions, registry)
-    if errors:
-        return failed(errors)
+    hit = cache.get(sha, file) if cache is not None else None
+    if hit is not None:
+        data, positions = hit
+    else:
+        try:
+            data, positions = yamlfile.load(file, yamlfile.read_text(file, raw))
+        except ConfigError as exc:
+            return failed([exc])
+        from .validate import validate_pipeline  # jsonschema: only when there is work
+
+        errors = validate_pipeline(data, positions, registry)
+        if errors:
+            return failed(errors)
+        if cache is not None:
+            cache.put(sha, data, positions)
     data, errors = secrets.substitute(data, positions, environ)
     if errors:
         return failed(errors)
@@ -101,6 +114,7 @@ def load_file(
     registry: Registry | None = None,
     environ: Mapping[str, str] | None = None,
     settings: dict[str, Any] | None = None,
+    cache: DocCache | None = None,
 ) -> Loaded:
     file = str(path)
     try:
@@ -108,7 +122,8 @@ def load_file(
     except OSError as exc:
         return Loaded(Path(file).stem, file, None,
                       (ConfigError(f"cannot read file: {exc.strerror}", Position(file)),))
-    return load_bytes(file, raw, registry=registry, environ=environ, settings=settings)
+    return load_bytes(file, raw, registry=registry, environ=environ, settings=settings,
+                      cache=cache)
 
 
 def discover(folder: Path) -> list[Path]:

@@ -111,11 +111,23 @@ class Registry:
         """Every installed kind; with ``only``, just those of that distribution (``harkd``
         for the built-ins, as the committed schemas hold)."""
         registry = cls()
-        versions: dict[str, str] = {}  # reading a distribution's metadata is not free
+        # A distribution's name and version come from parsing its METADATA (about 1 ms):
+        # once per distribution, not once per entry point (20 parses were 12 ms of start).
+        dists: dict[int, tuple[str, str]] = {}
+
+        def origin(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+            if ep.dist is None:
+                return "?", "?"
+            hit = dists.get(id(ep.dist))
+            if hit is None:
+                meta = ep.dist.metadata
+                hit = dists[id(ep.dist)] = (meta["Name"] or "?", meta["Version"] or "?")
+            return hit
+
         found = importlib.metadata.entry_points()  # one scan of the installed distributions
         for group, expected in ((STEP_GROUP, StepKind), (TRIGGER_GROUP, TriggerKind)):
             for ep in sorted(found.select(group=group), key=lambda e: e.name):
-                dist = ep.dist.name if ep.dist is not None else "?"
+                dist, version = origin(ep)
                 if only is not None and dist != only:
                     continue
                 try:
@@ -127,9 +139,6 @@ class Registry:
                     registry._problem(group, ep.name, ep.value,
                                       f"is not a {expected.__name__} named {ep.name!r}")
                     continue
-                if dist not in versions:
-                    versions[dist] = ep.dist.version if ep.dist is not None else "?"
-                version = versions[dist]
                 registry.add(kind, origin=f"{dist} {version}")
         return registry
 
