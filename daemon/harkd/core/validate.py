@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..yamlfile import Positions, pointer
 from . import schema
 from .pipeline import STEP_META
+from .quickcheck import Check, compile_check
 from .registry import Registry
+
+if TYPE_CHECKING:
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
 _TYPE_NAMES = {
     "object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
@@ -51,28 +53,49 @@ def renamed_key(path: Iterable[Any], key: str) -> str | None:
     return RENAMED.get(place, {}).get(key)
 
 
-_PIPELINE: dict[int, tuple[Registry, jsonschema.Draft202012Validator]] = {}
+class _Checks:
+    """One registry's pipeline schema, its quick check, and jsonschema's validator (made
+    only when a document fails the quick check)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.schema = schema.pipeline_schema(registry)
+        self.quick: Check | None = compile_check(self.schema)
+        self._validator: jsonschema.Draft202012Validator | None = None
+
+    def validator(self) -> jsonschema.Draft202012Validator:
+        if self._validator is None:
+            import jsonschema
+
+            self._validator = jsonschema.Draft202012Validator(self.schema)
+        return self._validator
 
 
-def _pipeline_validator(registry: Registry) -> jsonschema.Draft202012Validator:
+_PIPELINE: dict[int, _Checks] = {}
+
+
+def _checks(registry: Registry) -> _Checks:
     hit = _PIPELINE.get(id(registry))
-    if hit is None or hit[0] is not registry:
-        hit = (registry, jsonschema.Draft202012Validator(schema.pipeline_schema(registry)))
-        _PIPELINE[id(registry)] = hit
-    return hit[1]
+    if hit is None or hit.registry is not registry:
+        hit = _PIPELINE[id(registry)] = _Checks(registry)
+    return hit
 
 
 def validate_pipeline(
     data: Any, positions: Positions, registry: Registry | None = None
 ) -> list[ConfigError]:
-    """Every schema error of one pipeline document, each with its position."""
+    """Every schema error of one pipeline document, each with its position. A valid
+    document passes :mod:`harkd.core.quickcheck` alone; jsonschema (imported then)
+    finds and words the errors of one that does not."""
     if data is None:
         return [ConfigError("file is empty; a pipeline needs a trigger and steps",
                             positions.at(""))]
     from . import registry as reg
 
-    validator = _pipeline_validator(registry or reg.default())
-    errors = list(_shape(validator.iter_errors(data), positions))
+    checks = _checks(registry or reg.default())
+    if checks.quick is not None and checks.quick(data):
+        return []
+    errors = list(_shape(checks.validator().iter_errors(data), positions))
     return _dedupe(errors)
 
 
