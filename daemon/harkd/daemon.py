@@ -35,6 +35,8 @@ log = structlog.get_logger("harkd.daemon")
 
 EX_OK, EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_SOFTWARE, EX_CONFIG = 0, 64, 66, 69, 70, 78
 EX_CANTCREAT = 73
+#: ``router.core.OBSERVERS_KEY`` (a test checks they agree)
+ROUTER_OBSERVERS = "router_observers"
 
 
 class StartupError(HarkError, OSError):
@@ -72,12 +74,14 @@ class Daemon:
         #: functions that add routes to the app (admin API, gateway, metrics)
         self.extensions: list[Callable[[web.Application, Daemon], None]] = []
         from .metrics import Metrics
-        from .router import router_observers
 
         self.metrics = Metrics(self.services, self.catalog)
         self.services.observers.append(self.metrics)
         self.catalog.listeners.append(self.metrics.pipeline_changed)
-        router_observers(self.services).append(self.metrics.observe_llm_call)
+        # The list router.router_observers() returns, filled without importing the router
+        # (10 ms of start): it loads with the first LLM call.
+        self.services.shared.setdefault(ROUTER_OBSERVERS, []).append(
+            self.metrics.observe_llm_call)
         #: the SQLite run log, opened by serve()
         self.runlog: RunLog | None = None
 

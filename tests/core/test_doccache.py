@@ -131,7 +131,8 @@ serve = daemon.Daemon.serve
 
 async def probe(self, started=None):
     def ready(address):
-        print("LOADED", *sorted(m for m in ("yaml", "jsonschema") if m in sys.modules))
+        print("LOADED", *sorted(m for m in ("yaml", "jsonschema", "harkd.router")
+                                if m in sys.modules))
         self.stop()
 
     return await serve(self, ready)
@@ -145,6 +146,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_valid_files_need_no_jsonschema_and_a_restart_no_yaml(tmp_path: Path) -> None:
+    """Nor does either start load the router: it loads with the first LLM call."""
     (tmp_path / "probe.py").write_text(PROBE)
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "echo.yaml").write_text(ECHO)

@@ -21,13 +21,13 @@ import structlog
 from aiohttp import web
 
 from ..errors import HarkError
-from ..router import ChatRequest, ChatResponse, NoDeployment, Router, UnknownAlias
 from ..secrets import REDACTOR
 from ..triggers.http import read_body
 from . import gateway_pipelines
 from .openai_errors import openai_error
 
 if TYPE_CHECKING:
+    from ..router import ChatRequest, ChatResponse, Router
     from .host import Host
 
 log = structlog.get_logger("harkd.gateway")
@@ -79,6 +79,8 @@ class Gateway:
                 gateway_pipelines.find(self.daemon, alias) is not None:
             return web.json_response(_model(alias))
         if alias not in self.router.aliases():
+            from ..router import UnknownAlias
+
             return _failure(UnknownAlias(alias, self.router.aliases()))
         return web.json_response(_model(alias))
 
@@ -169,6 +171,8 @@ class Gateway:
 
 
 def _request(body: Any, headers: Mapping[str, str]) -> ChatRequest:
+    from ..router import ChatRequest  # the router loads with the first call, not at start
+
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
     model = body.get("model")
@@ -227,6 +231,8 @@ def _headers(resp: ChatResponse) -> dict[str, str]:
 
 
 def _failure(exc: HarkError) -> web.Response:
+    from ..router import NoDeployment, UnknownAlias
+
     if isinstance(exc, UnknownAlias):
         return openai_error(404, str(exc), code="model_not_found")
     if isinstance(exc, NoDeployment):
