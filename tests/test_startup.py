@@ -3,6 +3,9 @@ the metrics still hear of every call it makes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,3 +25,46 @@ async def test_the_metrics_observe_the_router_that_loads_later(tmp_path: Path) -
         router = d.daemon.services.router
         assert d.daemon.metrics.observe_llm_call in router_observers(d.daemon.services)
         assert router.observers is router_observers(d.daemon.services)
+
+
+PROBE = """
+import gc, sys
+print("AT IMPORT", gc.isenabled())
+from harkd import daemon
+
+serve = daemon.Daemon.serve
+
+
+async def probe(self, started=None):
+    print("STARTING", gc.isenabled())
+
+    def ready(address):
+        started(address)
+        print("READY", gc.isenabled(), gc.get_freeze_count() > 1000)
+        self.stop()
+
+    return await serve(self, ready)
+
+
+daemon.Daemon.serve = probe
+from harkd.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_collector_is_off_while_starting_and_on_once_ready(tmp_path: Path) -> None:
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / "pipelines").mkdir()
+    cmd = [sys.executable, str(tmp_path / "probe.py"), "run", "--pipelines",
+           str(tmp_path / "pipelines"), "--state", str(tmp_path / "state"), "--listen",
+           "127.0.0.1:0", "--log-level", "warning"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env={**os.environ, "HARKD_CONFIG": ""})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["AT IMPORT True", "STARTING False", "READY True True"]
+    # Other commands run with it on, as imported.
+    r = subprocess.run([sys.executable, "-c", "import gc, harkd.cli as c; c.main(['schema', "
+                        "'--builtin']); print(gc.isenabled())"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.stdout.strip().endswith("True"), r.stderr

@@ -28,23 +28,33 @@ def _import_structlog() -> None:
         del sys.modules["rich"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, collect: bool | None = None) -> int:
+    """The command line. ``collect``: whether the cyclic collector is to run once the
+    command has started (default: whether it runs now; ``python -m harkd`` turns it off
+    before importing this module and passes True)."""
     # Starting allocates a great deal and frees little: the collector's passes over every
     # imported module's objects were about 35 ms of harkd run's 100-pipeline start. It is
     # off until the command has started (harkd run: until ready), then the objects made
     # so far are frozen out of later passes.
-    collecting = gc.isenabled()
+    global _RESUME
+    _RESUME = gc.isenabled() if collect is None else collect
     gc.disable()
     try:
         return _main(argv)
     finally:
-        if collecting:
-            _collect_again()
+        _collect_again()
+
+
+#: whether :func:`_collect_again` turns the collector back on (main turned it off)
+_RESUME = False
 
 
 def _collect_again(*_: object) -> None:
-    """Turn the cyclic collector back on, leaving what exists now out of its passes."""
-    if not gc.isenabled():
+    """Turn the cyclic collector back on if :func:`main` turned it off, leaving what
+    exists now out of its passes."""
+    global _RESUME
+    if _RESUME:
+        _RESUME = False
         gc.freeze()
         gc.enable()
 
@@ -188,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     s = _settings(args, listen=args.listen, state=args.state, log_level=args.log_level)
     daemon = Daemon(s)
     try:
-        return asyncio.run(daemon.serve(_collect_again if not gc.isenabled() else None))
+        return asyncio.run(daemon.serve(_collect_again))
     except StartupError as exc:
         print(f"harkd: {exc}", file=sys.stderr)
         return exc.exit_code
