@@ -40,6 +40,8 @@ log = structlog.get_logger("harkd.catalog")
 State = Literal["active", "stale", "rejected"]
 RESERVED = ("/api", "/v1", "/healthz", "/readyz", "/metrics", "/ui", "/mcp", "/")
 BIND_TIMEOUT = 30.0
+#: a file whose time is older than this when read again was not written while being read
+SETTLED_NS = 2_000_000_000
 
 
 @dataclass
@@ -188,7 +190,12 @@ class Catalog:
             if loaded.pipeline is not None:
                 # Written again while we read it? File times are coarse (a few ms) and an
                 # edit may keep the size, so compare the bytes; the event of that write
-                # may already be behind us.
+                # may already be behind us. A file last written well before the read
+                # (every file at start) would have a new time: its stamp is enough.
+                after = _stamp(path)
+                if after is not None and after == before and \
+                        time.time_ns() - after[0] > SETTLED_NS:
+                    return loaded
                 if _digest(path) == loaded.digest:
                     return loaded
                 continue
@@ -339,12 +346,12 @@ def _digest(path: Path) -> str | None:
         return None
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[int, int, int] | None:
     try:
         st = path.stat()
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 async def _serve(bound: Bound, *, task_status: TaskStatus[Serving]) -> None:
