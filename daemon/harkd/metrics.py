@@ -1,11 +1,14 @@
 """Prometheus metrics of one daemon, served at ``GET /metrics``.
 
-Each daemon has its own ``CollectorRegistry`` (two daemons in one test process do not mix).
 :class:`Metrics` is a run observer (runs, run and step durations), a catalog listener
 (pipeline loads, invalid and removed files) and the sink of the router's per-call
-observations (:meth:`Metrics.observe_llm_call`). Gauges that describe the present (states,
-in-flight runs, queue depths, open WebSocket connections) are read when scraped, so they
-cannot drift.
+observations (:meth:`Metrics.observe_llm_call`). Counts are plain numbers in dicts keyed
+by label values, updated on the event loop (a run's metrics cost about a microsecond);
+they become Prometheus families only when ``/metrics`` is scraped, which is also when
+``prometheus_client`` is first imported (it stays out of a daemon's start). Each daemon
+has its own registry (two daemons in one test process do not mix). Gauges that describe
+the present (states, in-flight runs, queue depths, open WebSocket connections) are read
+when scraped, so they cannot drift.
 
 Label values are pipeline names, step kinds, deployments and outcomes: never inputs,
 outputs or secrets.
@@ -13,21 +16,16 @@ outputs or secrets.
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-
 if TYPE_CHECKING:
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
     from .catalog import Catalog, Entry
     from .contracts import Services
     from .core.run import Run, RunResult
@@ -41,55 +39,129 @@ VOICE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1, 1.2, 1.5, 2, 3, 5, 
 VOICE_KINDS = frozenset({"stt", "llm", "tts", "play"})
 
 
+class Counter:
+    """A counter family: a number per tuple of label values, and when each was created."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.labels = labels
+        self.values: dict[tuple[str, ...], float] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def inc(self, key: tuple[str, ...], amount: float = 1) -> None:
+        value = self.values.get(key)
+        if value is None:
+            self.created[key] = time.time()
+            self.values[key] = amount
+        else:
+            self.values[key] = value + amount
+
+    def family(self) -> Metric:
+        from prometheus_client.metrics_core import Metric
+
+        fam = Metric(self.name, self.doc, "counter")
+        for key, value in list(self.values.items()):
+            labels = dict(zip(self.labels, key, strict=True))
+            fam.add_sample(self.name + "_total", labels, float(value))
+            fam.add_sample(self.name + "_created", labels, self.created[key])
+        return fam
+
+
+class Histogram:
+    """A histogram family: per tuple of label values, the count in each bucket (not
+    cumulative; the last is past the largest bound) and then the sum."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...],
+                 buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.labels = labels
+        self.bounds = tuple(float(b) for b in buckets)
+        self.values: dict[tuple[str, ...], list[float]] = {}
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        counts = self.values.get(key)
+        if counts is None:
+            self.created[key] = time.time()
+            counts = self.values[key] = [0] * (len(self.bounds) + 2)
+        counts[bisect_left(self.bounds, value)] += 1
+        counts[-1] += value
+
+    def family(self) -> Metric:
+        from prometheus_client.metrics_core import Metric
+
+        fam = Metric(self.name, self.doc, "histogram")
+        # the bounds are small round numbers: repr() is how prometheus_client writes them
+        les = [repr(b) for b in self.bounds] + ["+Inf"]
+        for key, counts in list(self.values.items()):
+            labels = dict(zip(self.labels, key, strict=True))
+            total = 0.0
+            for le, n in zip(les, counts, strict=False):
+                total += n
+                fam.add_sample(self.name + "_bucket", {**labels, "le": le}, total)
+            fam.add_sample(self.name + "_count", labels, total)
+            fam.add_sample(self.name + "_sum", labels, float(counts[-1]))
+            fam.add_sample(self.name + "_created", labels, self.created[key])
+        return fam
+
+
 class Metrics:
-    """The metrics of one daemon; a :class:`~harkd.contracts.RunObserver`."""
+    """The metrics of one daemon; a :class:`~harkd.contracts.RunObserver`. Updated on the
+    event loop only."""
 
     def __init__(self, services: Services, catalog: Catalog | None = None) -> None:
         self.services = services
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self.catalog = catalog
         self.runs = Counter("harkd_runs", "Runs that ended, by pipeline, trigger and status.",
-                            ["pipeline", "trigger", "status"], registry=r)
+                            ("pipeline", "trigger", "status"))
         self.run_duration = Histogram("harkd_run_duration_seconds", "Run durations.",
-                                      ["pipeline"], buckets=RUN_BUCKETS, registry=r)
+                                      ("pipeline",), RUN_BUCKETS)
         self.step_duration = Histogram("harkd_step_duration_seconds",
                                        "Step durations (skipped steps are not counted).",
-                                       ["pipeline", "kind"], buckets=RUN_BUCKETS, registry=r)
+                                       ("pipeline", "kind"), RUN_BUCKETS)
         self.voice = Histogram("harkd_voice_stage_seconds",
                                "Stages of a voice turn: endpointing (end of speech to the "
                                "end decision), stt, llm_first_token, first_audio (the "
                                "reply step's start to its first audio) and voice_to_voice "
                                "(end of speech to the first reply audio).",
-                               ["pipeline", "stage"], buckets=VOICE_BUCKETS, registry=r)
+                               ("pipeline", "stage"), VOICE_BUCKETS)
         self.loads = Counter("harkd_pipeline_loads",
                              "Pipeline file changes applied: loaded, stale (an invalid "
-                             "edit kept the old version), rejected, removed.",
-                             ["result"], registry=r)
+                             "edit kept the old version), rejected, removed.", ("result",))
         self.llm_calls = Counter("harkd_llm_calls", "LLM call attempts by deployment and "
-                                 "outcome.", ["alias", "deployment", "outcome"], registry=r)
+                                 "outcome.", ("alias", "deployment", "outcome"))
         self.llm_latency = Histogram("harkd_llm_call_duration_seconds",
-                                     "Duration of LLM call attempts.", ["deployment"],
-                                     buckets=RUN_BUCKETS, registry=r)
+                                     "Duration of LLM call attempts.", ("deployment",),
+                                     RUN_BUCKETS)
         self.llm_ttft = Histogram("harkd_llm_time_to_first_token_seconds",
-                                  "Time to the first streamed token.", ["deployment"],
-                                  buckets=TTFT_BUCKETS, registry=r)
+                                  "Time to the first streamed token.", ("deployment",),
+                                  TTFT_BUCKETS)
         self.llm_fallbacks = Counter("harkd_llm_fallbacks", "Times the router left a "
                                      "deployment for the next one, by reason.",
-                                     ["alias", "reason"], registry=r)
+                                     ("alias", "reason"))
         self.llm_tokens = Counter("harkd_llm_tokens", "Tokens by deployment and kind.",
-                                  ["deployment", "kind"], registry=r)
-        r.register(_Live(services, catalog))
+                                  ("deployment", "kind"))
+        #: in the order they are scraped
+        self.families: tuple[Counter | Histogram, ...] = (
+            self.runs, self.run_duration, self.step_duration, self.voice, self.loads,
+            self.llm_calls, self.llm_latency, self.llm_ttft, self.llm_fallbacks,
+            self.llm_tokens)
+        self._registry: CollectorRegistry | None = None
         services.shared[SHARED_KEY] = self
-        #: labelled children of the per-run metrics, looked up once (labels() is the
-        #: largest cost of a run's metrics on the webhook hot path)
-        self._children: dict[tuple[str, ...], Any] = {}
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric._name, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The ``prometheus_client`` registry ``/metrics`` renders (made on first use):
+        these families, the live gauges, and whatever else registers (a cluster's)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=True)
+            self._registry.register(_Families(self))
+            self._registry.register(_Live(self.services, self.catalog))
+        return self._registry
 
     # -- RunObserver -----------------------------------------------------------------
 
@@ -98,13 +170,14 @@ class Metrics:
 
     def run_finished(self, run: Run, result: RunResult) -> None:
         name = run.pipeline.name
-        self._child(self.runs, name, str(run.trigger.get("kind", "")), result.status).inc()
-        self._child(self.run_duration, name).observe(result.duration)
+        self.runs.inc((name, str(run.trigger.get("kind", "")), result.status))
+        self.run_duration.observe((name,), result.duration)
         speech_end: float | None = None
+        observe = self.step_duration.observe
         for step in run.steps:
             if step.skipped:
                 continue
-            self._child(self.step_duration, name, step.kind).observe(step.duration)
+            observe((name, step.kind), step.duration)
             if step.kind in VOICE_KINDS and step.detail:
                 speech_end = self._voice(name, step.kind, step.detail, speech_end)
 
@@ -113,7 +186,7 @@ class Metrics:
         """Observe the voice stages one step's record holds; return when the turn's
         speech ended (from the stt step's turn trace), for voice_to_voice."""
         def stage(label: str, seconds: float) -> None:
-            self._child(self.voice, name, label).observe(max(0.0, seconds))
+            self.voice.observe((name, label), max(0.0, seconds))
 
         turn = detail.get("turn")
         if kind == "stt" and isinstance(turn, dict) and "waited" in turn:
@@ -133,34 +206,39 @@ class Metrics:
     # -- catalog listener ------------------------------------------------------------
 
     def pipeline_changed(self, entry: Entry, what: str) -> None:
-        self.loads.labels("loaded" if what == "active" else what).inc()
+        self.loads.inc(("loaded" if what == "active" else what,))
 
     # -- the router's hook -----------------------------------------------------------
 
     def observe_llm_call(self, call: Attempt) -> None:
         """Count one LLM call attempt. The router calls this for every attempt."""
-        child = self._child
-        child(self.llm_calls, call.alias, call.deployment, call.outcome).inc()
+        self.llm_calls.inc((call.alias, call.deployment, call.outcome))
         if call.outcome == "skipped":
             return
-        child(self.llm_latency, call.deployment).observe(call.latency)
+        deployment = (call.deployment,)
+        self.llm_latency.observe(deployment, call.latency)
         if call.ttft is not None:
-            child(self.llm_ttft, call.deployment).observe(call.ttft)
+            self.llm_ttft.observe(deployment, call.ttft)
         if call.fallback:
-            child(self.llm_fallbacks, call.alias, call.fallback).inc()
+            self.llm_fallbacks.inc((call.alias, call.fallback))
         if call.prompt_tokens:
-            child(self.llm_tokens, call.deployment, "prompt").inc(call.prompt_tokens)
+            self.llm_tokens.inc((call.deployment, "prompt"), call.prompt_tokens)
         if call.completion_tokens:
-            child(self.llm_tokens, call.deployment, "completion").inc(call.completion_tokens)
+            self.llm_tokens.inc((call.deployment, "completion"), call.completion_tokens)
 
     # -- exposition ------------------------------------------------------------------
 
     def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
         data: bytes = generate_latest(self.registry)
         return data
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``."""
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST
+
         return web.Response(body=self.render(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -173,7 +251,21 @@ def observe_llm_call(services: Services, call: Attempt) -> None:
         metrics.observe_llm_call(call)
 
 
-class _Live(Collector):
+class _Families:
+    """The counters and histograms, as Prometheus families at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.metrics.families:
+            yield family.family()
+
+
+class _Live:
     """Gauges read at scrape time from the catalog and the WebSocket connections."""
 
     def __init__(self, services: Services, catalog: Catalog | None) -> None:
@@ -183,7 +275,9 @@ class _Live(Collector):
     def describe(self) -> list[Any]:
         return []
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
         catalog = self.catalog
         states = GaugeMetricFamily("harkd_pipelines", "Pipelines by state.", labels=["state"])
         inflight = GaugeMetricFamily("harkd_runs_in_flight", "Runs executing or waiting.",

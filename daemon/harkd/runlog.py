@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .errors import HarkError
-from .runrecord import encode, ending, record, summary
+from .runrecord import encode, ended, record, summary
 
 if TYPE_CHECKING:
     from .core.run import Run, RunResult
@@ -66,6 +66,8 @@ BATCH_WINDOW = 0.05
 #: how many writes between two retention sweeps, at least (a sweep's scan for the cut-off
 #: costs the same however many rows it then deletes, so a long log sweeps every keep/4)
 SWEEP_EVERY = 500
+#: the ending columns (:data:`~harkd.runrecord.ENDED`) of a row written before its run ends
+_RUNNING = (0, "running", None, None, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -164,41 +166,33 @@ class RunLog:
 
     def _write(self, db: sqlite3.Connection, items: list[tuple[Any, ...]]) -> int:
         limit = self.limits.max_field
-        started: dict[str, Run] = {}
-        finished: dict[str, tuple[Run, RunResult]] = {}
-        for item in items:
-            if item[0] == "start":
-                started[item[1].id] = item[1]
-            elif item[0] == "finish":
-                finished[item[1].id] = (item[1], item[2])
+        finished: dict[str, tuple[Run, RunResult]] = {
+            i[1].id: (i[1], i[2]) for i in items if i[0] == "finish"}
         inserts: list[tuple[Any, ...]] = []
-        updates: list[tuple[Any, ...]] = []
-        for run_id, run in started.items():
+        for item in items:
+            if item[0] != "start":
+                continue
+            run = item[1]
             text, cut = encode(run.input, limit)
             trigger, _ = encode(run.trigger, limit)
-            end = ending(*finished.pop(run_id), limit) if run_id in finished else None
+            done = finished.pop(run.id, None)
+            # A run that ended within the batch window is one row, written whole.
+            end = ended(*done, limit) if done is not None else _RUNNING
             inserts.append((run.id, run.pipeline.name, run.pipeline.version,
-                            run.trigger.get("kind"), trigger, run.started,
-                            end.status if end else "running", text,
-                            int(cut or bool(end and end.truncated)),
-                            end.duration if end else None, end.error if end else None,
-                            end.http_status if end else None, end.output if end else None,
-                            end.steps if end else None))
-        for run, result in finished.values():
-            end = ending(run, result, limit)
-            updates.append((end.status, end.duration, end.error, end.http_status, end.output,
-                            int(end.truncated), end.steps, run.id))
+                            run.trigger.get("kind"), trigger, run.started, text, int(cut),
+                            *end))
+        updates = [(*ended(run, result, limit), run.id) for run, result in finished.values()]
         if not inserts and not updates:
             return 0
         db.execute("BEGIN")
         try:
             db.executemany(
                 "INSERT OR IGNORE INTO runs (id, pipeline, version, trigger_kind, trigger, "
-                "started, status, input, truncated, duration, error, http_status, output, "
-                "steps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+                "started, input, truncated, status, duration, error, http_status, output, "
+                "steps) VALUES (?, ?, ?, ?, ?, ?, ?, ? | ?, ?, ?, ?, ?, ?, ?)", inserts)
             db.executemany(
-                "UPDATE runs SET status = ?, duration = ?, error = ?, http_status = ?, "
-                "output = ?, truncated = truncated | ?, steps = ? WHERE id = ?", updates)
+                "UPDATE runs SET truncated = truncated | ?, status = ?, duration = ?, "
+                "error = ?, http_status = ?, output = ?, steps = ? WHERE id = ?", updates)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ..core.pipeline import Build
 
 HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+TEXT_PLAIN = "text/plain; charset=utf-8"
 
 
 def error_response(status: int, message: str, run_id: str | None = None,
@@ -52,8 +53,10 @@ def result_response(result: RunResult) -> web.Response:
         return error_response(result.http_status, result.error or "run failed",
                               result.run_id, headers)
     if isinstance(result.output, str):
-        return web.Response(text=result.output, content_type="text/plain",
-                            charset="utf-8", headers=headers)
+        # The header as aiohttp would build it from content_type and charset, without
+        # parsing it back per response.
+        headers["Content-Type"] = TEXT_PLAIN
+        return web.Response(body=result.output.encode(), headers=headers)
     if isinstance(result.output, bytes | bytearray):
         return web.Response(body=bytes(result.output), headers=headers,
                             content_type="application/octet-stream")
@@ -152,13 +155,18 @@ def parse_audio(content_type: str, body: bytes) -> Any:
 
 
 def trigger_data(request: web.Request, kind: str = "http") -> dict[str, Any]:
+    headers = request.headers
+    # (the lookups are case-insensitive; most requests carry none of these)
+    if "Authorization" in headers or "Cookie" in headers or "Proxy-Authorization" in headers:
+        shown = {k: v for k, v in headers.items() if k.lower() not in HIDDEN_HEADERS}
+    else:
+        shown = dict(headers.items())
     return {
         "kind": kind,
         "method": request.method,
         "path": request.path,
-        "query": dict(request.query),
-        "headers": {k: v for k, v in request.headers.items()
-                    if k.lower() not in HIDDEN_HEADERS},
+        "query": dict(request.query) if request.query_string else {},
+        "headers": shown,
         "remote": request.remote,
     }
 
