@@ -93,10 +93,19 @@ def validate_pipeline(
     from . import registry as reg
 
     checks = _checks(registry or reg.default())
-    if checks.quick is not None and checks.quick(data):
+    if checks.quick is not None and _quick_ok(checks.quick, data):
         return []
     errors = list(_shape(checks.validator().iter_errors(data), positions))
     return _dedupe(errors)
+
+
+def _quick_ok(check: Check, data: Any) -> bool:
+    """The quick check's yes; anything it cannot judge (a plugin's odd schema value, a
+    document nested past the recursion limit) is left to jsonschema."""
+    try:
+        return check(data)
+    except (TypeError, ValueError, RecursionError):
+        return False
 
 
 def errors_of(validator: jsonschema.protocols.Validator, data: Any,
