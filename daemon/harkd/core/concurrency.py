@@ -40,6 +40,13 @@ class Gate:
         the run path); raise :class:`Busy` when the mode says no. Give it back with
         :meth:`leave`."""
         mode = self.spec.mode
+        if mode != "restart" and not self._free.locked():
+            # A slot is free (the common case): acquire() takes it without waiting.
+            await self._free.acquire()
+            task = asyncio.current_task()
+            assert task is not None
+            self.active.add(task)
+            return task
         if mode == "restart":
             # The cancelled run frees its slot as it unwinds; acquire() below waits for it.
             for older in list(self.active):
