@@ -109,6 +109,36 @@ def test_retention_by_count_and_age(tmp_path: Path) -> None:
         log.close()
 
 
+def test_a_batch_of_many_runs_is_written_whole_and_in_order(tmp_path: Path) -> None:
+    """More runs in one batch than one INSERT statement holds, some still running when
+    it is written and ending in a later one."""
+    from harkd.runlog import INSERT_ROWS
+
+    n = INSERT_ROWS * 2 + 7
+    log = _log(tmp_path)
+    try:
+        runs = [_run(f"m{i:03d}", {"i": i}) for i in range(n)]
+        for i, run in enumerate(runs):
+            log.run_started(run)
+            if i % 10:
+                log.run_finished(run, RunResult(run.id, "ok", output=f"out {i}"))
+        log.flush_sync()
+        running = {r["id"] for r in log.query_sync(status="running", limit=500)}
+        assert running == {run.id for run in runs[::10]}
+        for run in runs[::10]:
+            log.run_finished(run, RunResult(run.id, "error", error="late", http_status=500))
+        log.flush_sync()
+        rows = log.query_sync(limit=500)
+        assert [r["id"] for r in rows] == [f"m{i:03d}" for i in range(n - 1, -1, -1)]
+        assert [r["status"] for r in rows[::-1]] == ["ok" if i % 10 else "error"
+                                                     for i in range(n)]
+        got = log.get_sync("m077")
+        assert got is not None and (got["input"], got["output"]) == ({"i": 77}, "out 77")
+        assert log.get_sync("m070")["error"] == "late"  # type: ignore[index]
+    finally:
+        log.close()
+
+
 def test_filters_and_pagination(tmp_path: Path) -> None:
     log = _log(tmp_path)
     try:

@@ -66,6 +66,12 @@ BATCH_WINDOW = 0.05
 #: how many writes between two retention sweeps, at least (a sweep's scan for the cut-off
 #: costs the same however many rows it then deletes, so a long log sweeps every keep/4)
 SWEEP_EVERY = 500
+#: rows one INSERT statement writes, at most (15 parameters each: 960, under the 999 of
+#: SQLite before 3.32)
+INSERT_ROWS = 64
+_INSERT = ("INSERT OR IGNORE INTO runs (id, pipeline, version, trigger_kind, trigger, started, "
+           "input, truncated, status, duration, error, http_status, output, steps) VALUES ")
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ? | ?, ?, ?, ?, ?, ?, ?)"
 #: the ending columns (:data:`~harkd.runrecord.ENDED`) of a row written before its run ends
 _RUNNING = (0, "running", None, None, None, None, None)
 
@@ -186,10 +192,13 @@ class RunLog:
             return 0
         db.execute("BEGIN")
         try:
-            db.executemany(
-                "INSERT OR IGNORE INTO runs (id, pipeline, version, trigger_kind, trigger, "
-                "started, input, truncated, status, duration, error, http_status, output, "
-                "steps) VALUES (?, ?, ?, ?, ?, ?, ?, ? | ?, ?, ?, ?, ?, ?, ?)", inserts)
+            # Up to INSERT_ROWS rows a statement: its binding, step and reset (and the GIL
+            # let go around the step) are paid once for them all (bench/runlog_cost.py:
+            # 26.6 -> 23.3-24.8 us per run).
+            for i in range(0, len(inserts), INSERT_ROWS):
+                part = inserts[i:i + INSERT_ROWS]
+                db.execute(_INSERT + ", ".join([_ROW] * len(part)),
+                           [value for row in part for value in row])
             db.executemany(
                 "UPDATE runs SET truncated = truncated | ?, status = ?, duration = ?, "
                 "error = ?, http_status = ?, output = ?, steps = ? WHERE id = ?", updates)
