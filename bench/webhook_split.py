@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import sys
 import tempfile
@@ -167,11 +168,14 @@ def report(results: dict[str, list[tuple[float, float, float]]]) -> str:
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--serve":
+        # as ``python -m harkd`` starts: the collector off until ready (then on, with the
+        # start-up objects frozen)
+        gc.disable()
         _patch(sys.argv[2])
         from harkd.cli import main as harkd
 
         sys.argv = ["harkd", *sys.argv[3:]]
-        sys.exit(harkd())
+        sys.exit(harkd(collect=True))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--repeats", type=int, default=2)
