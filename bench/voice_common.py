@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import wave
+from functools import cache
 from pathlib import Path
+from typing import Any
 
-from harkd.voice.frames import Audio, from_pcm, normalise, read_wav, to_pcm
+from harkd.voice.frames import Audio, Float32, from_pcm, normalise, resample, to_pcm
 
 COMMANDS = [
     "turn on the kitchen lights", "turn off the bedroom lamp", "what time is it",
@@ -26,14 +29,20 @@ COMMANDS = [
 VOICES = ["en-us", "en-gb", "en-us+m3", "en-us+f2", "en-gb-x-rp"]
 
 
-def espeak(text: str, voice: str = "en-us", pad: float = 0.4) -> Audio:
-    """``text`` spoken by espeak-ng in the internal format, normalised, padded."""
+def espeak_raw(text: str, voice: str = "en-us") -> tuple[Float32, int]:
+    """``text`` spoken by espeak-ng: float samples at espeak's own rate, and the rate."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "s.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-w", str(out), text], check=True)
-        audio = read_wav(out)
+        with wave.open(str(out), "rb") as w:
+            return from_pcm(w.readframes(w.getnframes())), w.getframerate()
+
+
+def espeak(text: str, voice: str = "en-us", pad: float = 0.4) -> Audio:
+    """``text`` spoken by espeak-ng in the internal format, normalised, padded."""
+    samples, rate = espeak_raw(text, voice)
     silence = b"\0" * (int(pad * 16000) * 2)
-    return Audio(silence + to_pcm(normalise(from_pcm(audio.pcm))) + silence)
+    return Audio(silence + to_pcm(normalise(resample(samples, rate))) + silence)
 
 
 NUMBERS = dict(enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven",
@@ -46,9 +55,31 @@ def words(text: str) -> list[str]:
     return [NUMBERS.get(int(w), w) if w.isdigit() else w for w in found]
 
 
+@cache
+def _whisper_normaliser() -> Any:
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+def whisper_words(text: str) -> list[str]:
+    """Words as OpenAI Whisper's English normaliser gives them (the usual WER scoring):
+    "10"/"ten" both "10", "what's" "what is", British spellings American, no fillers."""
+    return str(_whisper_normaliser()(text)).split()
+
+
 def wer(ref: str, hyp: str) -> tuple[int, int]:
-    """(word edits, reference words) by Levenshtein distance over words."""
-    r, h = words(ref), words(hyp)
+    """(word edits, reference words) by Levenshtein distance over :func:`words`."""
+    return edits(words(ref), words(hyp))
+
+
+def whisper_wer(ref: str, hyp: str) -> tuple[int, int]:
+    """As :func:`wer`, over :func:`whisper_words`."""
+    return edits(whisper_words(ref), whisper_words(hyp))
+
+
+def edits(r: list[str], h: list[str]) -> tuple[int, int]:
+    """(word edits, reference words): the Levenshtein distance of two word lists."""
     d = list(range(len(h) + 1))
     for i, rw in enumerate(r, 1):
         prev, d[0] = d[0], i

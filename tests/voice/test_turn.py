@@ -88,21 +88,27 @@ async def turn(tmp_path: Path, models: Models, vad: str, *parts: Audio | str, pi
     return got, list(logs), run
 
 
-@pytest.mark.parametrize("end", ["smart-turn", "heuristic"])
+@pytest.mark.parametrize(("end", "first", "rest"), [
+    ("smart-turn", "turn on the", "kitchen lights"),
+    ("heuristic", "turn on the", "kitchen lights"),
+    # Whisper tiny.en hears this fragment as "Remind me too."
+    ("heuristic", "remind me to", "call mom"),
+])
 async def test_a_mid_phrase_pause_does_not_end_the_turn(
-        tmp_path: Path, models: Models, end: str) -> None:
-    first, rest = at_pause(ssml(tmp_path, "turn on the <break time='600ms'/> kitchen lights"))
+        tmp_path: Path, models: Models, end: str, first: str, rest: str) -> None:
+    before, after = at_pause(ssml(tmp_path, f"{first} <break time='600ms'/> {rest}"))
     got, logs, run = await turn(tmp_path, models, f"{{end_of_turn: {end}}}",
-                                first, "voice_turn_pass", rest)
+                                before, "voice_turn_pass", after)
     transcripts = [e["text"] for e in got if e["type"] == "transcript"]
     assert len(transcripts) == 1, got
-    assert "turn on the kitchen lights" in transcripts[0].lower()
+    heard = " ".join(transcripts[0].lower().replace(",", "").split())
+    assert f"{first} {rest.split()[0]}" in heard, transcripts
     # the pass at the pause started a speculative reply, discarded when speech went on
     discarded = [e for e in logs if e["event"] == "voice_speculation_discarded"]
     assert len(discarded) == 1 and discarded[0]["reason"] == "resumed"
-    assert "kitchen" not in discarded[0]["text"].lower()
+    assert rest.split()[0] not in discarded[0]["text"].lower()
     assert [e["type"] for e in got] == ["transcript", "audio", "audio_end", "result"], got
-    assert run["steps"][-1]["detail"]["text"].lower().startswith("you said turn on the kit")
+    assert run["steps"][-1]["detail"]["text"].lower().startswith(f"you said {first}")
 
 
 async def test_a_complete_sentence_ends_at_the_first_pause(
@@ -186,8 +192,9 @@ async def test_a_pipeline_with_side_effects_is_not_run_speculatively(
 
 @pytest.mark.parametrize(("text", "complete"), [
     ("Turn on the kitchen lights.", True), ("What time is it?", True),
-    ("Turn it off", True), ("Call her.", True),
-    ("Turn on the.", False), ("Remind me to", False), ("Set a timer for", False),
+    ("Turn it off", True), ("Call her.", True), ("Set the alarm for 7.", True),
+    ("Turn on the.", False), ("Remind me to", False), ("Remind me too.", False),
+    ("Set a timer for", False),
     ("Turn off the lamp and", False), ("Well,", False), ("", False),
 ])
 def test_the_transcript_check(text: str, complete: bool) -> None:

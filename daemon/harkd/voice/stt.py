@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,20 @@ from .frames import RATE, Float32
 #: Whisper's encoder window, and its mel frames per second
 FULL_WINDOW = 30.0
 MEL_PER_SECOND = 100
+#: faster-whisper's thresholds of a doubtful decode, and the short path's retry beam
+LOGPROB_THRESHOLD = -1.0
+COMPRESSION_THRESHOLD = 2.4
+FALLBACK_BEAM = 5
+
+
+def doubtful(text: str, logprob: float) -> bool:
+    """Whether a decode is one faster-whisper would retry: unlikely tokens on average, or
+    a repetition loop (the text compresses too well)."""
+    if not text:
+        return False
+    data = text.encode()
+    return logprob < LOGPROB_THRESHOLD or len(data) / len(zlib.compress(data)) \
+        > COMPRESSION_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -70,18 +85,32 @@ class Whisper:
         return cls(loaded, path)
 
     def transcribe(self, samples: Float32, *, language: str = "en", beam_size: int = 1,
-                   prompt: str | None = None, window: float = FULL_WINDOW) -> Transcript:
+                   prompt: str | None = None, window: float = FULL_WINDOW,
+                   fallback: bool = True) -> Transcript:
+        """``samples`` (16 kHz float mono) as text.
+
+        With ``fallback`` a doubtful decode is retried, by faster-whisper's rules (average
+        log-probability under -1, or text that gzip compresses more than 2.4 times: a
+        repetition loop): on the full 30 s path faster-whisper samples again at rising
+        temperatures; on the short-window path a greedy decode is redone once with a beam
+        of :data:`FALLBACK_BEAM` (deterministic, and it cured the repetition loops and
+        most wrong-sentence guesses of ``bench/wer.py``). ``fallback=False`` keeps the
+        first decode.
+        """
         t0 = time.perf_counter()
         seconds = samples.size / RATE
         with self._lock:
             if window < FULL_WINDOW and seconds <= window:
                 text, no_speech, logprob = self._short(samples, window, language,
                                                        beam_size, prompt)
+                if fallback and beam_size == 1 and doubtful(text, logprob):
+                    text, no_speech, logprob = self._short(samples, window, language,
+                                                           FALLBACK_BEAM, prompt)
             else:
                 segments, _info = self._model.transcribe(
                     samples, language=language, beam_size=beam_size, initial_prompt=prompt,
                     condition_on_previous_text=False, without_timestamps=True,
-                    vad_filter=False)
+                    vad_filter=False, **({} if fallback else {"temperature": 0.0}))
                 segs = list(segments)
                 text = " ".join(s.text.strip() for s in segs).strip()
                 no_speech = max((s.no_speech_prob for s in segs), default=1.0)

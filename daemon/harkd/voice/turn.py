@@ -53,15 +53,18 @@ SMART_TURN_FILE = "smart-turn-v3.2-cpu.onnx"
 SMART_TURN_SECONDS = 8
 
 #: last words after which a pause is mid-phrase ("turn on the", "remind me to"); not the
-#: particles and pronouns that often end a command ("turn it on", "what time is it")
+#: particles and pronouns that often end a command ("turn it on", "what time is it").
+#: "too" is there as Whisper tiny.en's usual spelling of a trailing "to" ("remind me to"
+#: → "Remind me too."); a command ending in "too" waits the full silence.
 _CONNECTIVE_WORDS = """
     a an the and or but nor so because since than then if unless until when while
-    to of for with without from at by into onto my your our their its every each
+    to too of for with without from at by into onto my your our their its every each
     please um uh er
 """
 CONNECTIVES = frozenset(_CONNECTIVE_WORDS.split())
 
-_WORD = re.compile(r"[a-z']+")
+#: words and numbers: "set the alarm for 7" ends in "7", not in "for"
+_WORD = re.compile(r"[a-z0-9']+")
 #: passes run here: two threads, so one listener's pass never waits on another's
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="harkd-turn")
 
