@@ -1,5 +1,6 @@
-"""What harkd run's start leaves for later: the router loads with the first LLM call, and
-the metrics still hear of every call it makes."""
+"""What harkd run's start leaves for later: the router loads with the first LLM call (and
+the metrics still hear of every call it makes), jsonschema only for a broken file, PyYAML
+not at all on a restart of unchanged files; the collector waits until the daemon is ready."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ async def test_the_metrics_observe_the_router_that_loads_later(tmp_path: Path) -
         assert router.observers is router_observers(d.daemon.services)
 
 
+# harkd run in a child process, as `python -m harkd run` would be, with Daemon.serve
+# wrapped to report the collector's state and the modules loaded once ready, then stop.
 PROBE = """
 import gc, sys
 print("AT IMPORT", gc.isenabled())
@@ -41,6 +44,8 @@ async def probe(self, started=None):
     def ready(address):
         started(address)
         print("READY", gc.isenabled(), gc.get_freeze_count() > 1000)
+        print("LOADED", *sorted(m for m in ("yaml", "jsonschema", "harkd.router")
+                                if m in sys.modules))
         self.stop()
 
     return await serve(self, ready)
@@ -52,19 +57,35 @@ from harkd.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
+ECHO = "trigger: {http: {}}\nsteps:\n  - template: 'hi {{ input }}'\n"
 
-def test_the_collector_is_off_while_starting_and_on_once_ready(tmp_path: Path) -> None:
+
+def start(tmp_path: Path) -> list[str]:
+    """Start harkd run on ``tmp_path/pipelines`` until ready; the probe's lines."""
     (tmp_path / "probe.py").write_text(PROBE)
-    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines").mkdir(exist_ok=True)
     cmd = [sys.executable, str(tmp_path / "probe.py"), "run", "--pipelines",
            str(tmp_path / "pipelines"), "--state", str(tmp_path / "state"), "--listen",
            "127.0.0.1:0", "--log-level", "warning"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path,
                        env={**os.environ, "HARKD_CONFIG": ""})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:3] == ["AT IMPORT True", "STARTING False", "READY True True"]
+    return r.stdout.splitlines()
+
+
+def test_the_collector_is_off_while_starting_and_on_once_ready(tmp_path: Path) -> None:
+    assert start(tmp_path)[:3] == ["AT IMPORT True", "STARTING False", "READY True True"]
     # Other commands run with it on, as imported.
     r = subprocess.run([sys.executable, "-c", "import gc, harkd.cli as c; c.main(['schema', "
                         "'--builtin']); print(gc.isenabled())"], capture_output=True,
                        text=True, timeout=60)
     assert r.stdout.strip().endswith("True"), r.stderr
+
+
+def test_valid_files_need_no_jsonschema_and_a_restart_no_yaml(tmp_path: Path) -> None:
+    """Nor does either start load the router: it loads with the first LLM call."""
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "echo.yaml").write_text(ECHO)
+    seen = [start(tmp_path)[3], start(tmp_path)[3]]
+    # The quick check passed the file; jsonschema would have been loaded for errors only.
+    assert seen == ["LOADED yaml", "LOADED"]

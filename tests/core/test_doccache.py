@@ -3,9 +3,6 @@ parsing and validation, and what it loads is what a full load gives."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -120,45 +117,3 @@ async def test_a_restarted_daemon_takes_unchanged_files_from_the_cache(tmp_path:
         d.daemon.catalog.save_cache()
     lines = (tmp_path / "state" / "cache" / "pipelines").read_text().splitlines()
     assert len(lines) == 3  # both versions of echo, until the next start drops the old
-
-
-PROBE = """
-import sys
-from harkd import daemon
-
-serve = daemon.Daemon.serve
-
-
-async def probe(self, started=None):
-    def ready(address):
-        print("LOADED", *sorted(m for m in ("yaml", "jsonschema", "harkd.router")
-                                if m in sys.modules))
-        self.stop()
-
-    return await serve(self, ready)
-
-
-daemon.Daemon.serve = probe
-from harkd.cli import main
-
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_valid_files_need_no_jsonschema_and_a_restart_no_yaml(tmp_path: Path) -> None:
-    """Nor does either start load the router: it loads with the first LLM call."""
-    (tmp_path / "probe.py").write_text(PROBE)
-    (tmp_path / "pipelines").mkdir()
-    (tmp_path / "pipelines" / "echo.yaml").write_text(ECHO)
-    cmd = [sys.executable, str(tmp_path / "probe.py"), "run", "--pipelines",
-           str(tmp_path / "pipelines"), "--state", str(tmp_path / "state"), "--listen",
-           "127.0.0.1:0", "--log-level", "warning"]
-    env = {**os.environ, "HARKD_CONFIG": ""}
-    seen = []
-    for _ in range(2):
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                           env=env)
-        assert r.returncode == 0, r.stderr
-        seen.append(r.stdout.strip())
-    # The quick check passed the file; jsonschema would have been loaded for errors only.
-    assert seen == ["LOADED yaml", "LOADED"]
