@@ -15,6 +15,8 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -41,6 +43,19 @@ _ID_COUNTER = itertools.count(1)
 def completion_id() -> str:
     """``chatcmpl-`` and 24 hex digits, unique across restarts (the prefix is new each time)."""
     return f"chatcmpl-{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
+
+
+JSON_TYPE = "application/json; charset=utf-8"
+#: json.dumps with its defaults, without making a new C encoder per call (as dumps does)
+_encode_text = c_make_encoder(None, json.JSONEncoder().default, encode_basestring_ascii, None,
+                              ": ", ", ", False, False, True) if c_make_encoder else None
+
+
+def _encode(doc: Any) -> bytes:
+    """``json.dumps(doc).encode()``, a microsecond sooner."""
+    if _encode_text is None:
+        return json.dumps(doc).encode()
+    return "".join(_encode_text(doc, 0)).encode()
 
 
 PASSTHROUGH = ("top_p", "seed", "presence_penalty", "frequency_penalty", "logit_bias",
@@ -110,7 +125,11 @@ class Gateway:
             resp = await self.router.complete(req)
         except HarkError as exc:
             return _failure(exc)
-        return web.json_response(_completion(resp), headers=_headers(resp))
+        # The answer's bytes and headers are made here, not by json_response (which
+        # encodes through json.dumps, then the text again): 4 µs less per call.
+        return web.Response(body=_encode(_completion(resp)), headers={
+            "Content-Type": JSON_TYPE, "X-Harkd-Deployment": resp.deployment,
+            "X-Harkd-Fallbacks": str(resp.fallbacks)})
 
     async def _stream(self, request: web.Request, req: ChatRequest,
                       body: Mapping[str, Any]) -> web.StreamResponse:
@@ -171,8 +190,6 @@ class Gateway:
 
 
 def _request(body: Any, headers: Mapping[str, str]) -> ChatRequest:
-    from ..router import ChatRequest  # the router loads with the first call, not at start
-
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")
     model = body.get("model")
@@ -180,27 +197,51 @@ def _request(body: Any, headers: Mapping[str, str]) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise ValueError("model is required (one of harkd's model aliases)")
     if not isinstance(messages, list) or not messages or \
-            not all(isinstance(m, dict) and "role" in m for m in messages):
+            not all(type(m) is dict and "role" in m for m in messages):
         raise ValueError("messages must be a non-empty list of {role, content} objects")
-    stop = body.get("stop") or ()
+    # Most requests carry only model and messages (and stream): skip the optional fields.
+    rest = body.keys() - _PLAIN
+    params: dict[str, Any] = {}
     schema = None
-    params = {k: body[k] for k in PASSTHROUGH if k in body}
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema") or {}
-    elif fmt is not None:
-        params["response_format"] = fmt
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    tools = body.get("tools") or ()
-    if not isinstance(tools, list | tuple):
-        raise ValueError("tools must be a list")
-    return ChatRequest(
+    stop: Any = ()
+    tools: Any = ()
+    max_tokens = None
+    if rest:
+        params = {k: body[k] for k in PASSTHROUGH if k in body}
+        stop = body.get("stop") or ()
+        fmt = body.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema") or {}
+        elif fmt is not None:
+            params["response_format"] = fmt
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        tools = body.get("tools") or ()
+        if not isinstance(tools, list | tuple):
+            raise ValueError("tools must be a list")
+    cloud = headers.get("X-Harkd-Allow-Cloud")
+    return _chat_request()(
         model=model, messages=tuple(messages), temperature=body.get("temperature"),
         max_tokens=int(max_tokens) if max_tokens is not None else None,
         stop=(stop,) if isinstance(stop, str) else tuple(stop), tools=tuple(tools),
         tool_choice=body.get("tool_choice"), json_schema=schema,
-        allow_cloud=headers.get("X-Harkd-Allow-Cloud", "true").lower() not in ("false", "0"),
-        params=params, origin={"gateway": True})
+        allow_cloud=cloud is None or cloud.lower() not in ("false", "0"),
+        params=params, origin=_ORIGIN)
+
+
+#: the fields :func:`_request` reads without looking further
+_PLAIN = frozenset({"model", "messages", "stream", "temperature", "tool_choice"})
+_ORIGIN: Mapping[str, Any] = MappingProxyType({"gateway": True})
+_CHAT_REQUEST: list[type[ChatRequest]] = []
+
+
+def _chat_request() -> type[ChatRequest]:
+    """ChatRequest, imported with the first call (the router loads then, not at start);
+    an import statement per call cost a microsecond."""
+    if not _CHAT_REQUEST:
+        from ..router import ChatRequest
+
+        _CHAT_REQUEST.append(ChatRequest)
+    return _CHAT_REQUEST[0]
 
 
 def _model(alias: str) -> dict[str, Any]:
@@ -224,10 +265,6 @@ def _completion(resp: ChatResponse) -> dict[str, Any]:
             "created": int(time.time()), "model": resp.alias,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": _usage(resp)}
-
-
-def _headers(resp: ChatResponse) -> dict[str, str]:
-    return {"X-Harkd-Deployment": resp.deployment, "X-Harkd-Fallbacks": str(resp.fallbacks)}
 
 
 def _failure(exc: HarkError) -> web.Response:

@@ -125,7 +125,7 @@ async def post(pool: SessionPool, dep: Deployment, base: str, path: str, data: b
     origin = pool.wire.origin(base)
     if origin is not None:
         try:
-            answer = await pool.wire.post(origin, path, data, dict(headers))
+            answer = await pool.wire.post(origin, path, data, headers)
         except WireError as exc:
             raise connection_error(dep, exc) from None
         if answer.status >= 400:

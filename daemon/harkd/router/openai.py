@@ -70,6 +70,8 @@ class OpenAIBackend:
 
     def __init__(self, pool: SessionPool) -> None:
         self.pool = pool
+        #: the headers of each API key, made once (callers must not change them)
+        self._auth: dict[str, dict[str, str]] = {}
 
     async def prepare(self, dep: Deployment) -> str:
         return dep.api_base or ""
@@ -81,7 +83,12 @@ class OpenAIBackend:
             if not key:
                 raise MissingApiKey(dep.label, KEY_ENV["openai"])
         if key:
-            return {**JSON_HEADERS, "Authorization": f"Bearer {key}"}
+            headers = self._auth.get(key)
+            if headers is None:
+                if len(self._auth) >= 64:
+                    self._auth.clear()
+                headers = self._auth[key] = {**JSON_HEADERS, "Authorization": f"Bearer {key}"}
+            return headers
         return JSON_HEADERS
 
     async def complete(self, dep: Deployment, base: str, req: ChatRequest) -> Completion:

@@ -20,6 +20,7 @@ import asyncio
 import ssl
 import urllib.parse
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 #: connections at once, over every origin of a pool (as aiohttp's connector's limit)
 LIMIT = 512
 MAX_HEAD = 64 * 1024
+#: request heads kept (:meth:`WirePool.post`); more are made anew
+MAX_HEADS = 256
 #: headers the client always writes itself
 _OWN_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
 
@@ -84,7 +87,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self._buffer = bytearray()
-        self._event = asyncio.Event()
+        #: the exchange waiting for more bytes (a bare future: an Event cost more)
+        self._waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._error: BaseException | None = None
 
@@ -96,18 +100,31 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        self._event.set()
+        self._wake()
 
     def eof_received(self) -> bool | None:
         self._eof = True
-        self._event.set()
+        self._wake()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._eof = True
         self._error = exc
-        self._event.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        """Until bytes arrive or the connection ends (the callers look again)."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
 
     # -- one exchange --------------------------------------------------------------
 
@@ -128,8 +145,7 @@ class _Connection(asyncio.Protocol):
                 raise _Stale("the connection was closed before the answer began")
             raise WireError("the connection was closed in the middle of the answer"
                             + (f": {self._error}" if self._error else ""))
-        self._event.clear()
-        await self._event.wait()
+        await self._wait()
 
     async def _until(self, marker: bytes, start: int, got_any: bool) -> int:
         while (i := self._buffer.find(marker, start)) < 0:
@@ -189,8 +205,7 @@ class _Connection(asyncio.Protocol):
         else:
             reuse = False
             while not self._eof:
-                self._event.clear()
-                await self._event.wait()
+                await self._wait()
             body = bytes(self._buffer)
             self._buffer.clear()
         return Answer(status, CIMultiDictProxy(headers), _decoded(headers, body)), reuse
@@ -245,6 +260,9 @@ class WirePool:
         self._user_agent = user_agent
         self._origins: dict[str, Origin | None] = {}
         self._open: set[_Connection] = set()
+        #: request heads (all but Content-Length) by origin, path and headers: the
+        #: backends send the same few again and again
+        self._heads: dict[tuple[Origin, str, tuple[tuple[str, str], ...]], bytes] = {}
 
     def origin(self, base: str) -> Origin | None:
         """The origin of ``base`` (cached), or None if it is not plain http(s)."""
@@ -253,22 +271,17 @@ class WirePool:
         return self._origins[base]
 
     async def post(self, origin: Origin, path: str, body: bytes,
-                   headers: dict[str, str]) -> Answer:
+                   headers: Mapping[str, str]) -> Answer:
         """POST ``body`` to ``origin.prefix + path``; raises :class:`WireError` (an
         OSError) when the connection fails or the answer is not HTTP."""
-        head = [f"POST {origin.prefix}{path} HTTP/1.1", f"Host: {origin.host_header}",
-                f"Content-Length: {len(body)}"]
-        given = {k.lower() for k in headers}
-        head += [f"{k}: {v}" for k, v in (("User-Agent", self._user_agent), ("Accept", "*/*"),
-                                          ("Accept-Encoding", "identity"))
-                 if k.lower() not in given]
-        for k, v in headers.items():
-            if k.lower() in _OWN_HEADERS:
-                continue
-            if "\r" in k or "\n" in k or "\r" in v or "\n" in v:
-                raise WireError(f"header {k!r} holds a line break")
-            head.append(f"{k}: {v}")
-        request = ("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body
+        key = (origin, path, tuple(headers.items()))
+        head = self._heads.get(key)
+        if head is None:
+            head = self._head(origin, path, headers)
+            if len(self._heads) >= MAX_HEADS:
+                self._heads.clear()
+            self._heads[key] = head
+        request = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             # Connections belong to the loop that opened them (a library user may run
@@ -284,6 +297,21 @@ class WirePool:
                 except _Stale:
                     pass  # the server closed it while it was idle: once more, anew
             return await self._exchange(origin, await self._connect(origin), request)
+
+    def _head(self, origin: Origin, path: str, headers: Mapping[str, str]) -> bytes:
+        """The request line and headers but Content-Length, each line ended."""
+        head = [f"POST {origin.prefix}{path} HTTP/1.1", f"Host: {origin.host_header}"]
+        given = {k.lower() for k in headers}
+        head += [f"{k}: {v}" for k, v in (("User-Agent", self._user_agent), ("Accept", "*/*"),
+                                          ("Accept-Encoding", "identity"))
+                 if k.lower() not in given]
+        for k, v in headers.items():
+            if k.lower() in _OWN_HEADERS:
+                continue
+            if "\r" in k or "\n" in k or "\r" in v or "\n" in v:
+                raise WireError(f"header {k!r} holds a line break")
+            head.append(f"{k}: {v}")
+        return "".join(line + "\r\n" for line in head).encode("utf-8")
 
     def _reusable(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)
