@@ -146,3 +146,23 @@ async def test_reload_swaps_the_router(tmp_path: Path, upstream: ScriptedUpstrea
         resp = await c.chat.completions.create(model="quick",
                                                messages=[{"role": "user", "content": "y"}])
         assert resp.choices[0].message.content == "echo: y"
+
+
+async def test_json_that_orjson_refuses_goes_through_the_standard_library(
+        tmp_path: Path, upstream: ScriptedUpstream) -> None:
+    # orjson (the gateway's JSON) reads no NaN and writes no integer past 64 bits: this
+    # body is read by json.loads, and its seed then written by json.dumps, exactly
+    big = 2**70 + 1
+    body = ('{"model": "fast", "messages": [{"role": "user", "content": "x"}], '
+            f'"temperature": NaN, "seed": {big}}}').encode()
+    async with run_daemon(tmp_path, config=config(upstream)) as d:
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        async with d.http.post(d.url("/v1/chat/completions"), data=body,
+                               headers=headers) as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["choices"][0]["message"]["content"] == "echo: x"
+        assert upstream.last("m1").body["seed"] == big
+        async with d.http.post(d.url("/v1/chat/completions"), data=b'{"model": }',
+                               headers=headers) as r:
+            assert r.status == 400
+            assert "Expecting value: line 1 column 11" in (await r.json())["error"]["message"]

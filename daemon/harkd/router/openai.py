@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from ..values import json_bytes, json_loads
 from .backends import SessionPool, connection_error, http_error, post
 from .config import KEY_ENV, Deployment, is_local_url
 from .errors import BackendFailed, MissingApiKey
@@ -93,10 +94,10 @@ class OpenAIBackend:
 
     async def complete(self, dep: Deployment, base: str, req: ChatRequest) -> Completion:
         headers = self._headers(dep, base)
-        data = json.dumps(request_body(dep.model, dep, req, False)).encode()
+        data = json_bytes(request_body(dep.model, dep, req, False))
         raw = await post(self.pool, dep, base, "/chat/completions", data, headers)
         try:
-            doc = json.loads(raw)
+            doc = json_loads(raw)
             choice = doc["choices"][0]
             message = choice.get("message") or {}
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -109,7 +110,7 @@ class OpenAIBackend:
     async def stream(self, dep: Deployment, base: str, req: ChatRequest
                      ) -> AsyncIterator[Delta]:
         headers = self._headers(dep, base)
-        data = json.dumps(request_body(dep.model, dep, req, True)).encode()
+        data = json_bytes(request_body(dep.model, dep, req, True))
         session = self.pool.get(base)
         try:
             async with session.post(base + "/chat/completions", data=data,
@@ -131,7 +132,7 @@ class OpenAIBackend:
 
 def _sse_delta(dep: Deployment, payload: bytes) -> Delta | None:
     try:
-        doc = json.loads(payload)
+        doc = json_loads(payload)
     except ValueError:
         raise BackendFailed(f"{dep.label} sent a malformed stream event: "
                             f"{payload[:200].decode(errors='replace')}") from None
