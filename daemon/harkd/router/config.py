@@ -68,9 +68,9 @@ class Deployment:
     params: Mapping[str, Any] = field(default_factory=dict)
     cloud: bool = False
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
-        """Unique within a router: ``alias[index]``."""
+        """Unique within a router: ``alias[index]`` (made once: every call looks it up)."""
         return f"{self.alias}[{self.index}]"
 
     @property

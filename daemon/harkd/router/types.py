@@ -126,7 +126,9 @@ class ChatResponse:
     @property
     def fallbacks(self) -> int:
         """How many deployments were left before the one that answered."""
-        return len({a.deployment_id for a in self.attempts}) - 1 if self.attempts else 0
+        if len(self.attempts) < 2:
+            return 0
+        return len({a.deployment_id for a in self.attempts}) - 1
 
     def detail(self) -> dict[str, Any]:
         """The run-log record of this call (``run.step.detail``)."""
