@@ -117,6 +117,27 @@ async def test_timeout_falls_back(make_router: MakeRouter, upstream: ScriptedUps
     assert upstream.calls("m1") == 1  # a timeout is not retried on the same deployment
 
 
+async def test_a_cancelled_call_is_cancelled_not_timed_out(
+        make_router: MakeRouter, upstream: ScriptedUpstream) -> None:
+    # the attempt's timeout is a timer that cancels the task: a cancellation from outside
+    # must stay one (no fallback to m2, no timeout recorded), also under a cancel scope
+    r = make_router({"a": [{"model": "openai/m1", "timeout": 30}, "m2"]})
+    seen: list[Attempt] = []
+    r.observers.append(seen.append)
+    upstream.plan("m1", Reply(hang=True), Reply(hang=True))
+    task = asyncio.create_task(r.complete(ask()))
+    while upstream.calls("m1") < 1:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):  # an outer timeout is the caller's, not m1's
+            await r.complete(ask())
+    assert upstream.calls("m2") == 0 and seen == []
+    assert r.attempts.inflight == 0
+
+
 async def test_every_deployment_failing_raises_with_reasons(
         make_router: MakeRouter, upstream: ScriptedUpstream) -> None:
     r = make_router({"a": ["m1", {"model": "openai/m2", "timeout": 0.1}]}, retries=0)
