@@ -238,6 +238,22 @@ async def test_stream_failing_after_first_token_is_not_replayed(
     assert upstream.calls("m2") == 0
 
 
+async def test_stream_timeout_covers_the_whole_stream(
+        make_router: MakeRouter, upstream: ScriptedUpstream) -> None:
+    # after the first token the deadline is the call's timeout, also for an upstream that
+    # stops sending (the outer 10 s bound only keeps a broken deadline from hanging here)
+    r = make_router({"a": [{"model": "openai/m1", "timeout": 0.5}, "m2"]})
+    seen: list[Attempt] = []
+    r.observers.append(seen.append)
+    upstream.plan("m1", Reply(text="a b c", chunk_delay=30))
+    got: list[str] = []
+    async with asyncio.timeout(10):
+        with pytest.raises(BackendFailed, match=r"did not finish its stream within 0\.5s"):
+            async for chunk in r.stream(ask()):
+                got.append(chunk)
+    assert got == ["a "] and seen[-1].outcome == "timeout" and upstream.calls("m2") == 0
+
+
 async def test_stream_collects_tool_calls(make_router: MakeRouter,
                                           upstream: ScriptedUpstream) -> None:
     r = make_router({"a": ["m1"]})

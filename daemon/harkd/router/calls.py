@@ -3,6 +3,7 @@ in which a call meets the deployments of an alias (tiers, then weight)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -56,6 +57,49 @@ class Call:
         if self.estimate < 0:
             self.estimate = prompt_tokens(self.req) + (self.req.max_tokens or 256)
         return self.estimate
+
+
+class Deadline:
+    """``asyncio.timeout_at(when)`` at a quarter of its CPU (4 µs per use there): one timer
+    that cancels the task awaiting while the deadline is ``armed`` (a stream disarms it
+    while its reader holds a chunk, then uses :meth:`refire` for the next wait).
+    :meth:`expired` tells its cancellation from any other and takes it back, as
+    ``asyncio.timeout`` does. Cancel ``handle`` when done."""
+
+    __slots__ = ("armed", "cancelling", "fired", "handle", "hit", "task")
+
+    def __init__(self, when: float, armed: bool = True) -> None:
+        self.fired = self.hit = False
+        self.armed = False
+        if armed:
+            self.arm()
+        self.handle: asyncio.Handle = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def arm(self) -> None:
+        """Cancel the current task if the deadline passes before :meth:`disarm`."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.cancelling = task.cancelling()
+        self.armed = True
+
+    def disarm(self) -> None:
+        self.armed = False
+
+    def refire(self) -> None:
+        """Once passed, cancel the next wait that does not end at once (as a past
+        ``timeout_at`` does: what has already arrived can still be read)."""
+        self.handle = asyncio.get_running_loop().call_soon(self._fire)
+
+    def _fire(self) -> None:
+        self.fired = True
+        if self.armed:
+            self.hit = True
+            self.task.cancel()
+
+    def expired(self) -> bool:
+        """Whether the task's CancelledError is this deadline's (and only its)."""
+        return self.hit and self.task.uncancel() <= self.cancelling
 
 
 def health(breaker: Breaker, now: float) -> str:

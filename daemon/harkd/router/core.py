@@ -29,7 +29,7 @@ from .attempts import Attempts
 from .backends import Backend, SessionPool
 from .cache import Cache
 from .cache import build as build_cache
-from .calls import Call, DeploymentState, Observer, health
+from .calls import Call, Deadline, DeploymentState, Observer, health
 from .config import Deployment, Policy, parse, parse_policy
 from .errors import BackendFailed, BackendTimeout, UnknownAlias
 from .streaming import ChatStream
@@ -52,31 +52,6 @@ def router_observers(services: Services) -> list[Observer]:
     """The observer list every router of this daemon reports to (it survives reloads)."""
     observers: list[Observer] = services.shared.setdefault(OBSERVERS_KEY, [])
     return observers
-
-
-class _Deadline:
-    """``asyncio.timeout`` for one attempt at a quarter of its CPU (4 µs per call there): a
-    timer that cancels the task; :meth:`expired` tells its cancellation from any other
-    (and takes it back, as ``asyncio.timeout`` does). Cancel ``handle`` when done."""
-
-    __slots__ = ("cancelling", "fired", "handle", "task")
-
-    def __init__(self, seconds: float) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.task = task
-        self.cancelling = task.cancelling()
-        self.fired = False
-        loop = asyncio.get_running_loop()
-        self.handle = loop.call_at(loop.time() + seconds, self._fire)
-
-    def _fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-    def expired(self) -> bool:
-        """Whether the task's CancelledError is this deadline's (and only its)."""
-        return self.fired and self.task.uncancel() <= self.cancelling
 
 
 class Router:
@@ -269,7 +244,7 @@ class Router:
         while True:
             attempt += 1
             ta = time.perf_counter()
-            deadline = _Deadline(dep.timeout)
+            deadline = Deadline(asyncio.get_running_loop().time() + dep.timeout)
             try:
                 out = await backend.complete(dep, base, call.req)
             except asyncio.CancelledError:

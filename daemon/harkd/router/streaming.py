@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from .attempts import Attempts
 from .backends import Backend
 from .cache import Cache
-from .calls import Call, DeploymentState
+from .calls import Call, Deadline, DeploymentState
 from .config import Deployment
 from .errors import BackendFailed, BackendTimeout
 from .types import ChatRequest, ChatResponse, Completion, Delta, ToolCall, Usage
@@ -129,8 +129,10 @@ class ChatStream:
         at = self.attempts
         ttft = time.perf_counter() - ta
         acc = _Accumulator()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, dep.timeout - ttft)
+        # One timer for the rest of the stream, armed only while waiting for the upstream
+        # (asyncio.timeout_at per chunk cost 4 µs a chunk)
+        deadline = Deadline(asyncio.get_running_loop().time() + max(0.0, dep.timeout - ttft),
+                            armed=False)
         try:
             delta = first
             while delta is not None:
@@ -138,8 +140,7 @@ class ChatStream:
                 if delta.text:
                     yield delta.text
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        delta = await anext(agen, None)
+                    delta = await _next(agen, deadline)
                 except TimeoutError:
                     exc: BackendFailed = BackendTimeout(
                         f"{dep.label} did not finish its stream within {dep.timeout:g}s")
@@ -149,10 +150,27 @@ class ChatStream:
                     at.failed(dep, state, call, failed, attempt, time.perf_counter() - ta)
                     raise
         finally:
+            deadline.handle.cancel()
             await _close(agen)
         now = time.perf_counter()
         self.response = at.answered(dep, state, call, acc.completion(), now - t0, ttft,
                                     now - ta, attempt)
+
+
+async def _next(agen: AsyncIterator[Delta], deadline: Deadline) -> Delta | None:
+    """The next delta (None at the end); TimeoutError if the deadline passes while
+    waiting for it (or passed while the reader held the last one, and it is not here yet)."""
+    if deadline.fired:
+        deadline.refire()
+    deadline.arm()
+    try:
+        return await anext(agen, None)
+    except asyncio.CancelledError:
+        if deadline.expired():
+            raise TimeoutError from None
+        raise
+    finally:
+        deadline.disarm()
 
 
 async def _first(agen: AsyncIterator[Delta]) -> Delta | None:
