@@ -1,7 +1,8 @@
 """The contracts between harkd's layers: what a step, a trigger, a run observer and the
 shared services look like to the code that uses them.
 
-Everything here is a :class:`~typing.Protocol`, and this module imports nothing of harkd
+Everything here is a :class:`~typing.Protocol` (or the name of a :attr:`Services.shared`
+slot two layers agree on), and this module imports nothing of harkd
 but plain values (settings, the router's request and response types). That is what lets
 the pipeline model, the engine and the parts (steps, triggers, router, voice, tools) name
 each other's types without importing each other: the engine runs any :class:`Step`, a
@@ -104,6 +105,11 @@ class Catalog(Protocol):
     def route(self, path: str) -> Any: ...
 
     def counts(self) -> dict[str, int]: ...
+
+
+#: the :attr:`Services.shared` slot of the list every router of a daemon reports its call
+#: attempts to (the daemon fills it before the router is first imported)
+ROUTER_OBSERVERS = "router_observers"
 
 
 class Services(Protocol):

@@ -22,6 +22,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import __version__, config
 from .catalog import Catalog
+from .contracts import ROUTER_OBSERVERS
 from .core.registry import Registry
 from .core.registry import default as default_registry
 from .errors import ConfigErrors, HarkError, first_error
@@ -35,8 +36,6 @@ log = structlog.get_logger("harkd.daemon")
 
 EX_OK, EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_SOFTWARE, EX_CONFIG = 0, 64, 66, 69, 70, 78
 EX_CANTCREAT = 73
-#: ``router.core.OBSERVERS_KEY`` (a test checks they agree)
-ROUTER_OBSERVERS = "router_observers"
 
 
 class StartupError(HarkError, OSError):

@@ -12,6 +12,7 @@ standard library behind it for what orjson refuses).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,16 +39,11 @@ def jsonable(obj: Any) -> Any:
 
 # -- JSON on the hot paths (the gateway, the router's OpenAI calls) ----------------------
 
-_orjson: Any = None
-
-
+@functools.cache
 def _fast() -> Any:
-    global _orjson
-    if _orjson is None:
-        import orjson  # at first use: the daemon's start does not need it
+    import orjson  # at first use: the daemon's start does not need it
 
-        _orjson = orjson
-    return _orjson
+    return orjson
 
 
 def json_bytes(obj: Any) -> bytes:

@@ -10,6 +10,7 @@ A request may send ``X-Harkd-Allow-Cloud: false`` to keep to local deployments.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import time
@@ -219,17 +220,15 @@ def _request(body: Any, headers: Mapping[str, str]) -> ChatRequest:
 #: the fields :func:`_request` reads without looking further
 _PLAIN = frozenset({"model", "messages", "stream", "temperature", "tool_choice"})
 _ORIGIN: Mapping[str, Any] = MappingProxyType({"gateway": True})
-_CHAT_REQUEST: list[type[ChatRequest]] = []
 
 
+@functools.cache
 def _chat_request() -> type[ChatRequest]:
     """ChatRequest, imported with the first call (the router loads then, not at start);
     an import statement per call cost a microsecond."""
-    if not _CHAT_REQUEST:
-        from ..router import ChatRequest
+    from ..router import ChatRequest
 
-        _CHAT_REQUEST.append(ChatRequest)
-    return _CHAT_REQUEST[0]
+    return ChatRequest
 
 
 def _model(alias: str) -> dict[str, Any]:

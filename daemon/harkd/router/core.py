@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from ..contracts import ROUTER_OBSERVERS
 from .attempts import Attempts
 from .backends import Backend, SessionPool
 from .cache import Cache
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("harkd.router")
 
 POOL_KEY = "router_sessions"
-OBSERVERS_KEY = "router_observers"
+OBSERVERS_KEY = ROUTER_OBSERVERS
 RECENT_KEY = "router_recent_errors"
 #: how many failed attempts :meth:`Router.report` remembers
 RECENT = 50
