@@ -141,6 +141,31 @@ async def test_error_statuses_come_back_with_their_headers() -> None:
     assert answer.status == 429 and answer.headers["retry-after"] == "3"
 
 
+async def test_headers_are_read_whole_and_framing_by_the_first_of_each() -> None:
+    # The framing headers are picked out of the head in one pass and the multidict is
+    # made only when asked for: both must read the head as a multidict does (names in
+    # any case, a repeated header's first value frames; every line kept, in order).
+    reply = (b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 5\r\nX-Seen: a\r\nContent-Length: 99\r\n"
+             b"CONNECTION:  close \r\nX-Seen: b\r\n\r\nhello")
+    async with upstream([reply, ok(b"again"),
+                         b"HTTP/1.1 200 OK\r\nContent-Length 2\r\n\r\nno"]) as up:
+        pool = WirePool()
+        origin = Origin.of(f"http://127.0.0.1:{up.port}/v1")
+        assert origin is not None
+        async with asyncio.timeout(5):  # framed by the 99, it would wait for more
+            answer = await pool.post(origin, "/chat/completions", b"{}", {})
+        assert (answer.status, answer.body) == (200, b"hello")
+        assert answer.headers.getall("x-seen") == ["a", "b"]
+        assert answer.headers["Connection"] == "close"
+        assert await post(pool, up) == (200, b"again")
+        with pytest.raises(WireError, match="malformed header line"):
+            await post(pool, up)
+        pool.close()
+    # Connection: close was heeded: the second request went on a new connection, which
+    # the third used again.
+    assert up.connections == 2
+
+
 async def test_a_timeout_drops_the_connection_instead_of_pooling_it() -> None:
     async with upstream([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nslo", ok(b"fresh")]) as up:
         pool = WirePool()

@@ -259,7 +259,7 @@ class Router:
                 now = time.perf_counter()
                 return at.answered(dep, state, call, out, now - t0, None, now - ta, attempt)
             finally:
-                deadline.handle.cancel()
+                deadline.cancel()
             delay = at.failed(dep, state, call, exc, attempt, time.perf_counter() - ta)
             if delay is None:
                 return None

@@ -150,7 +150,7 @@ class ChatStream:
                     at.failed(dep, state, call, failed, attempt, time.perf_counter() - ta)
                     raise
         finally:
-            deadline.handle.cancel()
+            deadline.cancel()
             await _close(agen)
         now = time.perf_counter()
         self.response = at.answered(dep, state, call, acc.completion(), now - t0, ttft,

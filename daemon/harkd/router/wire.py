@@ -43,11 +43,46 @@ class _Stale(WireError):
     """A reused connection ended before any byte of the answer: safe to send again."""
 
 
-@dataclass(frozen=True)
 class Answer:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
+    """One answer: its status, body and header lines (made a multidict when asked for:
+    a proxied call needs only the few that frame the body, read by :func:`_framing`)."""
+
+    __slots__ = ("_headers", "_lines", "body", "status")
+
+    def __init__(self, status: int, lines: list[str], body: bytes) -> None:
+        self.status = status
+        self.body = body
+        self._lines = lines
+        self._headers: CIMultiDictProxy[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        if self._headers is None:
+            headers: CIMultiDict[str] = CIMultiDict()
+            for line in self._lines:
+                name, _, value = line.partition(":")
+                headers.add(name.strip(), value.strip())
+            self._headers = CIMultiDictProxy(headers)
+        return self._headers
+
+
+#: the headers that frame an answer's body or decide the connection's reuse
+_FRAMING = frozenset({"connection", "content-encoding", "content-length",
+                      "transfer-encoding"})
+
+
+def _framing(lines: list[str]) -> dict[str, str]:
+    """The framing headers of an answer's lines by lower-case name, the first of each (as
+    a multidict's ``get``); raises on a line without a colon."""
+    found: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise WireError(f"a malformed header line: {line[:80]!r}")
+        name = name.strip().lower()
+        if name in _FRAMING and name not in found:
+            found[name] = value.strip()
+    return found
 
 
 @dataclass(frozen=True)
@@ -180,23 +215,19 @@ class _Connection(asyncio.Protocol):
                 raise WireError(f"not an HTTP answer: {status_line[:80]!r}") from None
             if not version.startswith("HTTP/1."):
                 raise WireError(f"not an HTTP/1 answer: {status_line[:80]!r}")
-            headers: CIMultiDict[str] = CIMultiDict()
-            for line in rest.split("\r\n") if rest else ():
-                name, sep, value = line.partition(":")
-                if not sep:
-                    raise WireError(f"a malformed header line: {line[:80]!r}")
-                headers.add(name.strip(), value.strip())
+            lines = rest.split("\r\n") if rest else []
+            framing = _framing(lines)
             if 100 <= status < 200:
                 continue  # an interim answer; the real one follows
             break
-        connection = headers.get("Connection", "").lower()
+        connection = framing.get("connection", "").lower()
         reuse = (version == "HTTP/1.1" and "close" not in connection) or \
             (version == "HTTP/1.0" and "keep-alive" in connection)
         if status in (204, 304):
             body = b""
-        elif "chunked" in headers.get("Transfer-Encoding", "").lower():
+        elif "chunked" in framing.get("transfer-encoding", "").lower():
             body = await self._chunked()
-        elif (length := headers.get("Content-Length")) is not None:
+        elif (length := framing.get("content-length")) is not None:
             try:
                 n = int(length)
             except ValueError:
@@ -208,7 +239,7 @@ class _Connection(asyncio.Protocol):
                 await self._wait()
             body = bytes(self._buffer)
             self._buffer.clear()
-        return Answer(status, CIMultiDictProxy(headers), _decoded(headers, body)), reuse
+        return Answer(status, lines, _decoded(framing, body)), reuse
 
     async def _chunked(self) -> bytes:
         body = bytearray()
@@ -231,8 +262,8 @@ class _Connection(asyncio.Protocol):
                 raise WireError("a chunk did not end with CRLF")
 
 
-def _decoded(headers: CIMultiDict[str], body: bytes) -> bytes:
-    coding = headers.get("Content-Encoding", "identity").lower().strip()
+def _decoded(framing: dict[str, str], body: bytes) -> bytes:
+    coding = framing.get("content-encoding", "identity").lower().strip()
     if coding in ("", "identity") or not body:
         return body
     try:
