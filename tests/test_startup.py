@@ -1,6 +1,7 @@
 """What harkd run's start leaves for later: the router loads with the first LLM call (and
 the metrics still hear of every call it makes), jsonschema only for a broken file, PyYAML
-not at all on a restart of unchanged files; the collector waits until the daemon is ready."""
+not at all on a restart of unchanged files, and there only the step and trigger kinds its
+pipelines use; the collector waits until the daemon is ready."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ async def probe(self, started=None):
         print("READY", gc.isenabled(), gc.get_freeze_count() > 1000)
         print("LOADED", *sorted(m for m in ("yaml", "jsonschema", "harkd.router")
                                 if m in sys.modules))
+        print("KINDS", *sorted(m for m in sys.modules
+                               if m.startswith(("harkd.steps.", "harkd.triggers.",
+                                                "harkd.voice", "harkd.router"))))
         self.stop()
 
     return await serve(self, ready)
@@ -89,3 +93,11 @@ def test_valid_files_need_no_jsonschema_and_a_restart_no_yaml(tmp_path: Path) ->
     seen = [start(tmp_path)[3], start(tmp_path)[3]]
     # The quick check passed the file; jsonschema would have been loaded for errors only.
     assert seen == ["LOADED yaml", "LOADED"]
+
+
+def test_a_restart_imports_only_the_kinds_its_pipelines_use(tmp_path: Path) -> None:
+    """Nor the voice parts or the router: a webhook's restart needs neither."""
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "echo.yaml").write_text(ECHO)
+    start(tmp_path)  # validating the new file needs every kind's schema
+    assert start(tmp_path)[4] == "KINDS harkd.steps.basic harkd.triggers.http"

@@ -52,6 +52,7 @@ def check(
     With ``aliases`` (the config's model aliases), ``llm`` steps naming another are errors.
     """
     registry = registry or default_registry()
+    registry.load_all()  # a plugin that fails to import is reported here
     report = Report()
     routes: dict[str, str] = {}
     for path in expand(paths):

@@ -59,8 +59,10 @@ def registered(kind: StepKind | TriggerKind) -> Iterator[None]:
     try:
         yield
     finally:
-        table: dict[str, Any] = reg.steps if isinstance(kind, StepKind) else reg.triggers
-        table.pop(kind.name, None)
+        if isinstance(kind, StepKind):
+            reg.steps.pop(kind.name, None)
+        else:
+            reg.triggers.pop(kind.name, None)
         validate._PIPELINE.clear()
 
 

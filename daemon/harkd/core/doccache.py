@@ -5,9 +5,12 @@ and the positions of its values) from here by the file's content digest, so it n
 parses YAML nor validates against the schema, and imports neither PyYAML nor jsonschema.
 
 The cache is one text file, ``cache/pipelines`` in the state folder: a first line that
-names the cache format, harkd's version and the digest of the generated pipeline schema
-(plugins' kinds included), then one line per document, ``DIGEST<TAB>JSON``. A first line
-that does not match (another harkd, a plugin added or changed) discards the whole file.
+names the cache format, harkd's version and what identifies the kinds' schemas (plugins
+included) without importing them: the entry points, their distributions' versions and
+their source files' sizes and times (see :meth:`Registry.fingerprint`), then one line per
+document, ``DIGEST<TAB>JSON``. A first line that does not match (another harkd, a plugin
+added or changed, an edited source) discards the whole file. A cached document naming a
+kind whose plugin no longer imports is parsed and validated again, for validation's error.
 
 Only documents that passed validation are stored, so a broken file is parsed and
 validated every time and its errors keep their FILE:LINE:COL. ``${env:}`` substitution
@@ -39,12 +42,17 @@ MAX_ENTRIES = 20_000
 
 
 def stamp(registry: Registry) -> str:
-    """The first line of a cache this harkd, with these kinds, may read."""
-    from .schema import pipeline_schema
+    """The first line of a cache this harkd, with these kinds, may read. A registry made
+    from entry points is told by :meth:`Registry.fingerprint`, which imports no kind (a
+    restart imports only the kinds its pipelines use); one made by hand, by the digest of
+    the pipeline schema."""
+    key = registry.fingerprint()
+    if key is None:
+        from .schema import pipeline_schema
 
-    text = json.dumps(pipeline_schema(registry), sort_keys=True, default=str)
-    schema = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return f"harkd-doccache {FORMAT} {__version__} {schema}"
+        text = json.dumps(pipeline_schema(registry), sort_keys=True, default=str)
+        key = "schema-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"harkd-doccache {FORMAT} {__version__} {key}"
 
 
 class DocCache:
@@ -104,6 +112,12 @@ class DocCache:
             return None
         self.hits += 1
         return data, positions
+
+    def discard(self, digest: str) -> None:
+        """Forget a document (it names a kind that is no longer there)."""
+        self._old.pop(digest, None)
+        if self._live.pop(digest, None) is not None:
+            self._dirty = True
 
     def put(self, digest: str, data: Any, positions: Positions) -> None:
         """Keep a document that passed validation (before ``${env:}`` substitution)."""
