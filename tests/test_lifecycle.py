@@ -68,6 +68,48 @@ async def state_of(d: Any, name: str) -> dict[str, Any]:
         return body
 
 
+class RouteOnly(Flaky):
+    """A trigger with nothing long-lived (``route_only``): its ``serve`` reports started,
+    fails (``fail: start``) or returns without starting (``fail: silent``)."""
+
+    kind = "routeonly"
+    route_only = True
+
+    async def serve(self, bound: Any, started: Callable[[], None]) -> None:
+        if self.fail == "start":
+            raise OSError("port taken")
+        if self.fail != "silent":
+            started()
+
+
+ROUTE_ONLY = TriggerKind("routeonly", "Test only: a route-only trigger.",
+                         {"type": "object", "properties": {"fail": {"enum": [
+                             "start", "silent", "never"]}}},
+                         lambda params, b: RouteOnly(params.get("fail", "never")))
+
+
+async def test_a_route_only_trigger_is_bound_without_a_task(tmp_path: Path) -> None:
+    hook = "trigger: {http: {}}\nsteps: [{template: ok}]\n"
+    with registered(ROUTE_ONLY):
+        async with run_daemon(tmp_path, {"hook": hook}) as d:
+            await d.write("quiet", "trigger: {routeonly: {}}\nsteps: [{template: x}]\n")
+            assert (await state_of(d, "quiet"))["state"] == "active"
+            entries = d.daemon.catalog.entries
+            assert entries["quiet"].task is None and entries["hook"].task is None
+            await d.write("broken", "trigger: {routeonly: {fail: start}}\n"
+                                    "steps: [{template: x}]\n")
+            info = await state_of(d, "broken")
+            assert info["state"] == "rejected"
+            assert "cannot bind trigger: OSError: port taken" in info["errors"][0]["message"]
+            await d.write("silent", "trigger: {routeonly: {fail: silent}}\n"
+                                    "steps: [{template: x}]\n")
+            info = await state_of(d, "silent")
+            assert info["state"] == "rejected"
+            assert "the trigger ended without starting" in info["errors"][0]["message"]
+            async with d.http.post(d.url("/hooks/hook"), json={}) as r:
+                assert (r.status, await r.text()) == (200, "ok")
+
+
 @pytest.mark.usefixtures("flaky_trigger")
 async def test_a_trigger_failing_at_start_is_rejected_and_leaves_no_task(
         tmp_path: Path) -> None:

@@ -317,9 +317,22 @@ class Catalog:
                 entry.digest = ""
                 await self.sync(Path(entry.file))
 
-    async def _start(self, bound: Bound) -> Serving:
+    async def _start(self, bound: Bound) -> Serving | None:
         if self._group is None:
             raise RuntimeError("the catalog binds triggers only inside Catalog.running()")
+        trigger = bound.pipeline.trigger
+        if getattr(trigger, "route_only", False):
+            # Nothing long-lived to run: a task each was 80 us of binding a webhook.
+            started = False
+
+            def ready() -> None:
+                nonlocal started
+                started = True
+
+            await trigger.serve(bound, ready)
+            if not started:
+                raise TriggerEnded("the trigger ended without starting")
+            return None
         with anyio.fail_after(BIND_TIMEOUT):
             serving: Serving = await self._group.start(_serve, bound)
         return serving

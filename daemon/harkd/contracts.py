@@ -47,7 +47,9 @@ class Trigger(Protocol):
     ``routes`` are the paths it answers on the shared listener; the daemon calls
     ``handle`` for requests on them. ``serve`` is long-lived work (a cron clock, a
     microphone): it runs from bind until it is cancelled at unbind, and calls
-    ``started()`` once it is up. Route-only triggers call ``started()`` and return.
+    ``started()`` once it is up. Route-only triggers call ``started()`` and return; one
+    that says so with a class attribute ``route_only = True`` is bound without a task of
+    its own (its ``serve`` is awaited in place).
     """
 
     @property

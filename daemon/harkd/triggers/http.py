@@ -190,6 +190,8 @@ class HttpTrigger:
         return {"kind": "http", "path": self.path, "methods": list(self.methods),
                 "response": self.response, "auth": self.auth.describe()}
 
+    route_only = True  # serve() only reports started (not a dataclass field)
+
     async def serve(self, bound: Bound, started: Callable[[], None]) -> None:
         started()
 

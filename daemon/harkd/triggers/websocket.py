@@ -130,6 +130,8 @@ class WebSocketTrigger:
                 "auth": self.auth.describe(), "max_message": self.max_message,
                 "max_connections": self.max_connections}
 
+    route_only = True  # serve() only reports started (not a dataclass field)
+
     async def serve(self, bound: Bound, started: Callable[[], None]) -> None:
         started()
 
