@@ -84,6 +84,31 @@ def test_secrets_are_redacted_and_big_values_truncated(tmp_path: Path) -> None:
     assert b"hunter2" not in raw
 
 
+def test_values_the_fast_encoder_leaves_out_are_stored_as_before(tmp_path: Path) -> None:
+    """orjson refuses integers past 64 bits and writes dataclasses its own way: the run log
+    stores them as the standard library's encoder with ``jsonable`` did."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Point:
+        x: int
+
+    log = _log(tmp_path)
+    try:
+        run = _run("r3", {"big": 2**70, "raw": b"abc", "tags": ("a", "b"), "at": Point(1)})
+        log.run_started(run)
+        log.run_finished(run, RunResult("r3", "ok", output={"n": [2**65, 1.5]}))
+        log.flush_sync()
+        rec = log.get_sync("r3")
+        assert rec is not None
+        assert rec["input"] == {"big": 2**70, "raw": {"type": "bytes", "size": 3},
+                                "tags": ["a", "b"], "at": "test_values_the_fast_encoder_"
+                                "leaves_out_are_stored_as_before.<locals>.Point(x=1)"}
+        assert rec["output"] == {"n": [2**65, 1.5]}
+    finally:
+        log.close()
+
+
 def test_retention_by_count_and_age(tmp_path: Path) -> None:
     log = _log(tmp_path, keep=10, max_age=3600)
     try:

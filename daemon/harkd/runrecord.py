@@ -15,17 +15,40 @@ if TYPE_CHECKING:
 
 MARK = "…[truncated]"
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, default=jsonable)
-#: the C encoder itself, made once: ``JSONEncoder.encode`` builds a new one per call, which
-#: costs more than encoding a webhook's small values (it has no cycle check; a value that
-#: refers to itself takes the slow path below and fails there as json.dumps does)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=jsonable)
+#: the C encoder itself, made once: ``JSONEncoder.encode`` builds a new one per call (it has
+#: no cycle check; a value that refers to itself takes the slow path below and fails there
+#: as json.dumps does)
 _MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-_C_ENCODE = (_MAKE_ENCODER(None, jsonable, json.encoder.encode_basestring, None, ": ", ", ",
+_C_ENCODE = (_MAKE_ENCODER(None, jsonable, json.encoder.encode_basestring, None, ":", ",",
                            False, False, True) if _MAKE_ENCODER is not None else None)
+#: orjson's dumps and options, found at the first run (the daemon's start does not need it)
+_FAST: tuple[Any, int] | None = None
+
+
+def _fast() -> tuple[Any, int]:
+    global _FAST
+    import orjson
+
+    # Everything orjson would write in its own way (dataclasses, dates, str and dict
+    # subclasses) goes to jsonable, as with the standard library's encoder.
+    _FAST = (orjson.dumps, orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+             | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
+    return _FAST
 
 
 def _json(value: Any) -> str:
-    """``value`` as JSON text (UTF-8 as is, run values by :func:`~harkd.values.jsonable`)."""
+    """``value`` as compact JSON text (UTF-8 as is, run values by
+    :func:`~harkd.values.jsonable`), by orjson: a tenth of the standard library's time for
+    a webhook's trigger data (2.1 -> 0.2 us). What orjson refuses (integers past 64 bits,
+    lone surrogates, values nested too deep) takes the standard library's encoder; unlike
+    it, orjson writes NaN and the infinities as null."""
+    dumps, options = _FAST or _fast()
+    try:
+        text: str = dumps(value, default=jsonable, option=options).decode()
+        return text
+    except TypeError:
+        pass
     if _C_ENCODE is not None:
         try:
             return "".join(_C_ENCODE(value, 0))
@@ -80,20 +103,11 @@ def ended(run: Run, result: RunResult, limit: int) -> tuple[Any, ...]:
 
 #: step records kept per run (a ``map`` over thousands of items keeps the first ones)
 MAX_STEPS = 1000
-#: a step record with no name and no details, as the JSON encoder would write its dict
-_PLAIN_STEP = ('{"index": %d, "path": %s, "kind": %s, "started": %r, "duration_ms": %r, '
-               '"status": %s}')
 
 
 def _steps(run: Run, limit: int) -> str:
-    parts: list[str] = []
-    for s in run.steps[:MAX_STEPS]:
-        if not s.name and not s.detail:
-            # Most records (every one of a plain webhook's) take this path: a third of
-            # the time of building the dict and encoding it.
-            parts.append(_PLAIN_STEP % (s.index, _STRING(s.path), _STRING(s.kind), s.started,
-                                        round(s.duration * 1000, 3), _STRING(s.status)))
-            continue
+    items: list[dict[str, Any]] = []
+    for s in run.steps if len(run.steps) <= MAX_STEPS else run.steps[:MAX_STEPS]:
         item: dict[str, Any] = {"index": s.index, "path": s.path, "kind": s.kind,
                                 "started": s.started,
                                 "duration_ms": round(s.duration * 1000, 3), "status": s.status}
@@ -102,10 +116,11 @@ def _steps(run: Run, limit: int) -> str:
         if s.detail:
             detail, cut = encode(s.detail, limit)
             item["detail"] = s.detail if not cut else detail
-        parts.append(_ENCODE(item))
+        items.append(item)
     if len(run.steps) > MAX_STEPS:
-        parts.append(_ENCODE({"omitted": len(run.steps) - MAX_STEPS}))
-    return REDACTOR("[" + ", ".join(parts) + "]")
+        items.append({"omitted": len(run.steps) - MAX_STEPS})
+    # One encoder call for the list (a plain webhook's one record: 2.1 -> 0.9 us).
+    return REDACTOR(_ENCODE(items))
 
 
 def summary(row: Mapping[str, Any]) -> dict[str, Any]:
