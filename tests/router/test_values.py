@@ -68,7 +68,7 @@ async def test_deadlines_sharing_a_slot_each_fire_for_their_own_task() -> None:
     fired: dict[str, float] = {}
 
     async def wait(name: str, cancel_first: bool) -> str:
-        deadline = Deadline(when)
+        deadline = Deadline(when - loop.time())
         try:
             if cancel_first:
                 deadline.cancel()
@@ -88,8 +88,7 @@ async def test_deadlines_sharing_a_slot_each_fire_for_their_own_task() -> None:
 
 
 async def test_a_deadline_passed_while_disarmed_fires_on_the_next_wait() -> None:
-    loop = asyncio.get_running_loop()
-    deadline = Deadline(loop.time() + 0.01, armed=False)
+    deadline = Deadline(0.01, armed=False)
     await asyncio.sleep(0.05)
     assert deadline.fired and not deadline.hit
     deadline.refire()

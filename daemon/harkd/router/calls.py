@@ -111,21 +111,24 @@ class Deadline:
     cancellation from any other and takes it back, as ``asyncio.timeout`` does.
     :meth:`cancel` it when done."""
 
-    __slots__ = ("__weakref__", "armed", "cancelling", "fired", "group", "hit", "refired",
-                 "task")
+    __slots__ = ("__weakref__", "armed", "cancelling", "fired", "group", "hit", "loop",
+                 "refired", "task")
 
-    def __init__(self, when: float, armed: bool = True) -> None:
+    def __init__(self, seconds: float, armed: bool = True) -> None:
+        """A deadline ``seconds`` from now."""
+        # The loop is looked up once: each lookup (here and in current_task) is a getpid()
+        # system call on Python 3.11.
+        self.loop = loop = asyncio.get_running_loop()
         self.fired = self.hit = False
         self.armed = False
         self.refired: asyncio.Handle | None = None
         if armed:
             self.arm()
-        loop = asyncio.get_running_loop()
-        self.group = _slots(loop).join(self, when)
+        self.group = _slots(loop).join(self, loop.time() + seconds)
 
     def arm(self) -> None:
         """Cancel the current task if the deadline passes before :meth:`disarm`."""
-        task = asyncio.current_task()
+        task = asyncio.current_task(self.loop)
         assert task is not None
         self.task = task
         self.cancelling = task.cancelling()
@@ -137,7 +140,7 @@ class Deadline:
     def refire(self) -> None:
         """Once passed, cancel the next wait that does not end at once (as a past
         ``timeout_at`` does: what has already arrived can still be read)."""
-        self.refired = asyncio.get_running_loop().call_soon(self._fire)
+        self.refired = self.loop.call_soon(self._fire)
 
     def cancel(self) -> None:
         """Done with: it fires no more."""

@@ -245,7 +245,7 @@ class Router:
         while True:
             attempt += 1
             ta = time.perf_counter()
-            deadline = Deadline(asyncio.get_running_loop().time() + dep.timeout)
+            deadline = Deadline(dep.timeout)
             try:
                 out = await backend.complete(dep, base, call.req)
             except asyncio.CancelledError:

@@ -131,8 +131,7 @@ class ChatStream:
         acc = _Accumulator()
         # One timer for the rest of the stream, armed only while waiting for the upstream
         # (asyncio.timeout_at per chunk cost 4 µs a chunk)
-        deadline = Deadline(asyncio.get_running_loop().time() + max(0.0, dep.timeout - ttft),
-                            armed=False)
+        deadline = Deadline(max(0.0, dep.timeout - ttft), armed=False)
         try:
             delta = first
             while delta is not None:

@@ -132,6 +132,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        # kept: each asyncio.get_running_loop() is a getpid() system call on Python 3.11
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -155,7 +157,7 @@ class _Connection(asyncio.Protocol):
 
     async def _wait(self) -> None:
         """Until bytes arrive or the connection ends (the callers look again)."""
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
         try:
             await waiter
         finally:
