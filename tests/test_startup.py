@@ -1,7 +1,8 @@
 """What harkd run's start leaves for later: the router loads with the first LLM call (and
 the metrics still hear of every call it makes), jsonschema only for a broken file, PyYAML
 not at all on a restart of unchanged files, and there only the step and trigger kinds its
-pipelines use; the collector waits until the daemon is ready."""
+pipelines use, with the entry points read from the state folder; the collector waits
+until the daemon is ready."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ async def probe(self, started=None):
         print("KINDS", *sorted(m for m in sys.modules
                                if m.startswith(("harkd.steps.", "harkd.triggers.",
                                                 "harkd.voice", "harkd.router"))))
+        print("SCANNED", "importlib.metadata" in sys.modules)
         self.stop()
 
     return await serve(self, ready)
@@ -66,9 +68,14 @@ ECHO = "trigger: {http: {}}\nsteps:\n  - template: 'hi {{ input }}'\n"
 
 def start(tmp_path: Path) -> list[str]:
     """Start harkd run on ``tmp_path/pipelines`` until ready; the probe's lines."""
-    (tmp_path / "probe.py").write_text(PROBE)
+    probe = tmp_path / "bin" / "probe.py"
+    probe.parent.mkdir(exist_ok=True)
+    probe.write_text(PROBE)
+    # The probe's folder is the first of sys.path: dated back like an installed package's,
+    # so that the start may keep its scan of the entry points (see core.registry).
+    os.utime(probe.parent, ns=(10**18, 10**18))  # 2001
     (tmp_path / "pipelines").mkdir(exist_ok=True)
-    cmd = [sys.executable, str(tmp_path / "probe.py"), "run", "--pipelines",
+    cmd = [sys.executable, str(probe), "run", "--pipelines",
            str(tmp_path / "pipelines"), "--state", str(tmp_path / "state"), "--listen",
            "127.0.0.1:0", "--log-level", "warning"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path,
@@ -99,5 +106,7 @@ def test_a_restart_imports_only_the_kinds_its_pipelines_use(tmp_path: Path) -> N
     """Nor the voice parts or the router: a webhook's restart needs neither."""
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "echo.yaml").write_text(ECHO)
-    start(tmp_path)  # validating the new file needs every kind's schema
-    assert start(tmp_path)[4] == "KINDS harkd.steps.basic harkd.triggers.http"
+    assert start(tmp_path)[5] == "SCANNED True"  # validating needs every kind's schema
+    again = start(tmp_path)
+    assert again[4] == "KINDS harkd.steps.basic harkd.triggers.http"
+    assert again[5] == "SCANNED False"  # the entry points came from the state folder

@@ -136,6 +136,7 @@ class Daemon:
             raise StartupError(str(exc), EX_CANTCREAT) from None
         from .core.doccache import DocCache
 
+        self.registry.scan(root / "cache" / "entry-points")  # if nothing has looked yet
         self.catalog.cache = DocCache.open(root / "cache" / "pipelines", self.registry)
 
         runner = web.AppRunner(self.app(), handle_signals=False, access_log=None,

@@ -8,10 +8,12 @@ import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harkd.check import check
+from harkd.core import registry
 from harkd.core.doccache import DocCache
 from harkd.core.loader import load_bytes
 from harkd.core.registry import Registry
@@ -117,3 +119,37 @@ def test_an_edited_plugin_source_discards_the_cache(dep: Path, tmp_path: Path) -
     plugin.write_text(SOURCE + "# edited\n")
     assert DocCache.open(tmp_path / "cache", Registry.from_entry_points()).stamp != stamp
     assert PLUGIN not in sys.modules  # told without importing it
+
+
+def test_a_cached_scan_is_used_until_a_package_is_installed(
+        dep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = dep.parent.parent / "site"
+    cache = tmp_path / "entry-points"
+
+    def no_scan() -> list[Any]:
+        raise AssertionError("scanned again")
+
+    with monkeypatch.context() as m:
+        # The folders were made just now: a scan is cached only when no folder of sys.path
+        # changed within the last seconds (the next change could keep its time).
+        m.setattr(registry, "SETTLED_NS", 0)
+        first = Registry.from_entry_points()
+        first.scan(cache)
+        assert cache.exists()
+        m.setattr(registry, "_scan_entry_points", no_scan)
+        again = Registry.from_entry_points()
+        again.scan(cache)
+        assert [e.row() for e in again._found] == [e.row() for e in first._found]
+        assert again.steps["flaky"].name == "flaky"
+        assert again.fingerprint() == first.fingerprint()
+
+    # Installing a distribution adds a folder beside the others: the scan sees it.
+    info = site / "harkd_more-2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harkd-more\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_text(f"[harkd.steps]\nmore = {PLUGIN}:FLAKY\n")
+    importlib.invalidate_caches()
+    third = Registry.from_entry_points()
+    third.scan(cache)
+    assert ("more", "harkd-more", "2.0") in [(e.name, e.dist, e.version) for e in third._found]
+    assert "harkd-more" not in cache.read_text()  # changed just now: not cached

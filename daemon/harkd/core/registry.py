@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
+import importlib
 import importlib.util
+import json
 import os
 import re
+import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
+
+from .. import __version__
 
 if TYPE_CHECKING:
     from ..contracts import Step, Trigger
@@ -92,6 +98,28 @@ class UnknownKind(KeyError):
     :class:`Kinds` lookups."""
 
 
+class Entry:
+    """One installed entry point of a kind, with its distribution's name and version:
+    found by :func:`importlib.metadata.entry_points` or read back from the scan cache."""
+
+    __slots__ = ("dist", "group", "name", "value", "version")
+
+    def __init__(self, group: str, name: str, value: str, dist: str, version: str) -> None:
+        self.group, self.name, self.value = group, name, value
+        self.dist, self.version = dist, version
+
+    def load(self) -> Any:
+        """Import the module and get the attribute, as ``EntryPoint.load`` does."""
+        module, _, attrs = self.value.partition(":")
+        obj: Any = importlib.import_module(module.strip())
+        for attr in filter(None, attrs.strip().split(".")):
+            obj = getattr(obj, attr)
+        return obj
+
+    def row(self) -> list[str]:
+        return [self.group, self.name, self.value, self.dist, self.version]
+
+
 K = TypeVar("K", StepKind, TriggerKind)
 
 
@@ -101,24 +129,24 @@ class Kinds(MutableMapping[str, K]):
     iterating (or ``len``) imports them all. A kind whose import fails is recorded as a
     problem and is then unknown, as if it were not installed."""
 
-    def __init__(self, load: Callable[[importlib.metadata.EntryPoint], K | None],
-                 kinds: Mapping[str, K] | None = None) -> None:
-        self._load: Callable[[importlib.metadata.EntryPoint], K | None] = load
-        self._slots: dict[str, K | importlib.metadata.EntryPoint] = dict(kinds or {})
+    def __init__(self, registry: Registry, kinds: Mapping[str, K] | None = None) -> None:
+        self._registry = registry
+        self._slots: dict[str, K | Entry] = dict(kinds or {})
         #: whether kinds were set or removed other than through entry points
         self.edited = kinds is not None
 
-    def defer(self, ep: importlib.metadata.EntryPoint) -> None:
-        """Know ``ep``'s kind by name; import it on first lookup."""
-        self._slots[ep.name] = ep
+    def defer(self, entry: Entry) -> None:
+        """Know ``entry``'s kind by name; import it on first lookup."""
+        self._slots[entry.name] = entry
 
     def __getitem__(self, name: str) -> K:
+        self._registry.scan()
         slot = self._slots.get(name)
         if slot is None:
             raise UnknownKind(name)
-        if not isinstance(slot, importlib.metadata.EntryPoint):
+        if not isinstance(slot, Entry):
             return slot
-        kind = self._load(slot)
+        kind: K | None = self._registry._load(slot)
         if kind is None:
             if self._slots.get(name) is slot:
                 del self._slots[name]
@@ -127,10 +155,12 @@ class Kinds(MutableMapping[str, K]):
         return kind
 
     def __setitem__(self, name: str, kind: K) -> None:
+        self._registry.scan()
         self._slots[name] = kind
         self.edited = True
 
     def __delitem__(self, name: str) -> None:
+        self._registry.scan()
         del self._slots[name]
         self.edited = True
 
@@ -144,8 +174,9 @@ class Kinds(MutableMapping[str, K]):
 
     def load_all(self) -> None:
         """Import every kind not imported yet (their failures become problems)."""
+        self._registry.scan()
         for name, slot in list(self._slots.items()):
-            if isinstance(slot, importlib.metadata.EntryPoint):
+            if isinstance(slot, Entry):
                 with contextlib.suppress(UnknownKind):
                     self[name]
 
@@ -153,20 +184,21 @@ class Kinds(MutableMapping[str, K]):
 class Registry:
     """Step and trigger kinds by name, plus the entry points that failed.
 
-    Built from entry points, it imports a kind's module only when the kind is looked up
-    (see :class:`Kinds`); :attr:`problems` and iteration import them all. Built by hand
-    (``Registry(steps={...})``), it holds just those kinds."""
+    Made by :meth:`from_entry_points`, it looks the entry points up when first used (or
+    :meth:`scan` reads them from a cache) and imports a kind's module only when the kind
+    is looked up (see :class:`Kinds`); :attr:`problems` and iteration import them all.
+    Made by hand (``Registry(steps={...})``), it holds just those kinds."""
 
     def __init__(self, steps: Mapping[str, StepKind] | None = None,
                  triggers: Mapping[str, TriggerKind] | None = None) -> None:
-        self.steps: Kinds[StepKind] = Kinds(self._loader(STEP_GROUP, StepKind), steps)
-        self.triggers: Kinds[TriggerKind] = Kinds(self._loader(TRIGGER_GROUP, TriggerKind),
-                                                  triggers)
+        self.steps: Kinds[StepKind] = Kinds(self, steps)
+        self.triggers: Kinds[TriggerKind] = Kinds(self, triggers)
         self._problems: list[Problem] = []
         self.origins: dict[str, str] = {}
-        #: the entry points this registry was made from, by group
-        self._found: list[tuple[str, importlib.metadata.EntryPoint]] = []
-        self._dists: dict[int, tuple[str, str]] = {}
+        #: the entry points this registry was made from
+        self._found: list[Entry] = []
+        #: with from_entry_points, until scan(): the distribution to keep ("" for all)
+        self._unscanned: str | None = None
 
     @property
     def problems(self) -> list[Problem]:
@@ -202,44 +234,42 @@ class Registry:
         """Every installed kind (each imported on first use); with ``only``, just those of
         that distribution (``harkd`` for the built-ins, as the committed schemas hold)."""
         registry = cls()
-        found = importlib.metadata.entry_points()  # one scan of the installed distributions
-        for group, kinds in ((STEP_GROUP, registry.steps), (TRIGGER_GROUP, registry.triggers)):
-            for ep in sorted(found.select(group=group), key=lambda e: e.name):
-                if only is not None and registry._origin(ep)[0] != only:
-                    continue
-                registry._found.append((group, ep))
-                kinds.defer(ep)
+        registry._unscanned = only or ""
         return registry
 
-    def _loader(self, group: str, expected: type[K]) -> Callable[
-            [importlib.metadata.EntryPoint], K | None]:
-        def load(ep: importlib.metadata.EntryPoint) -> K | None:
-            try:
-                kind = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken plugin disables only itself
-                self._problem(group, ep.name, ep.value, f"{type(exc).__name__}: {exc}")
-                return None
-            if not isinstance(kind, expected) or kind.name != ep.name:
-                self._problem(group, ep.name, ep.value,
-                              f"is not a {expected.__name__} named {ep.name!r}")
-                return None
-            dist, version = self._origin(ep)
-            self.origins[self.key(kind)] = f"{dist} {version}"
-            return kind
-        return load
+    def scan(self, cache: Path | None = None) -> None:
+        """Look up the installed entry points, if not done yet. With ``cache`` (a file in
+        the state folder), they are read from there while no folder of ``sys.path`` has
+        changed since it was written (installing or removing a package changes its
+        folder), which spares importing and running :mod:`importlib.metadata`."""
+        only = self._unscanned
+        if only is None:
+            return
+        self._unscanned = None
+        key = _path_key()
+        found = _read_scan(cache, key) if cache is not None and not only else None
+        if found is None:
+            found = _scan_entry_points()
+            if cache is not None and not only:
+                _write_scan(cache, key, found)
+        for entry in found:
+            if only and entry.dist != only:
+                continue
+            self._found.append(entry)
+            (self.steps if entry.group == STEP_GROUP else self.triggers).defer(entry)
 
-    def _origin(self, ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
-        """The name and version of ``ep``'s distribution, from its metadata's header (the
-        email parser that ``dist.metadata`` uses costs more than the rest of the scan)."""
-        dist = ep.dist
-        if dist is None:
-            return "?", "?"
-        hit = self._dists.get(id(dist))
-        if hit is None:
-            text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-            head = dict(_HEADER.findall(text.partition("\n\n")[0]))
-            hit = self._dists[id(dist)] = (head.get("Name", "?"), head.get("Version", "?"))
-        return hit
+    def _load(self, entry: Entry) -> Any:
+        expected = StepKind if entry.group == STEP_GROUP else TriggerKind
+        try:
+            kind = entry.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin disables only itself
+            self._problem(entry, f"{type(exc).__name__}: {exc}")
+            return None
+        if not isinstance(kind, expected) or kind.name != entry.name:
+            self._problem(entry, f"is not a {expected.__name__} named {entry.name!r}")
+            return None
+        self.origins[self.key(kind)] = f"{entry.dist} {entry.version}"
+        return kind
 
     def fingerprint(self) -> str | None:
         """What tells these kinds' schemas from other ones without importing a kind: the
@@ -247,21 +277,95 @@ class Registry:
         source file of their top-level packages and of harkd's (which holds the rest of
         the pipeline schema). None if kinds were set or removed by hand: then only the
         schema itself tells."""
+        self.scan()
         if self.steps.edited or self.triggers.edited:
             return None
-        lines = [f"{group} {ep.name} {ep.value} {' '.join(self._origin(ep))}"
-                 for group, ep in self._found]
-        tops = {ep.value.split(":")[0].split(".")[0].strip() for _, ep in self._found}
+        lines = [" ".join(entry.row()) for entry in self._found]
+        tops = {entry.value.split(":")[0].split(".")[0].strip() for entry in self._found}
         for top in sorted(tops | {__name__.split(".")[0]}):
             lines.append(f"{top} {_sources(top)}")
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
-    def _problem(self, group: str, name: str, value: str, error: str) -> None:
-        self._problems.append(Problem(group, name, value, error))
-        log.warning("plugin_failed", group=group, name=name, value=value, error=error)
+    def _problem(self, entry: Entry, error: str) -> None:
+        self._problems.append(Problem(entry.group, entry.name, entry.value, error))
+        log.warning("plugin_failed", group=entry.group, name=entry.name, value=entry.value,
+                    error=error)
+
+
+def _scan_entry_points() -> list[Entry]:
+    """Every installed kind's entry point, by group and name (one scan of the installed
+    distributions)."""
+    import importlib.metadata
+
+    found = importlib.metadata.entry_points()
+    dists: dict[int, tuple[str, str]] = {}
+    out = []
+    for group in (STEP_GROUP, TRIGGER_GROUP):
+        for ep in sorted(found.select(group=group), key=lambda e: e.name):
+            dist = ep.dist
+            if dist is None:
+                origin = ("?", "?")
+            elif id(dist) not in dists:
+                origin = dists[id(dist)] = _name_version(dist)
+            else:
+                origin = dists[id(dist)]
+            out.append(Entry(group, ep.name, ep.value, *origin))
+    return out
 
 
 _HEADER = re.compile(r"^(Name|Version):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
+def _name_version(dist: Any) -> tuple[str, str]:
+    """A distribution's name and version from its metadata's header (the email parser
+    that ``dist.metadata`` uses costs more than the whole scan)."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    head = dict(_HEADER.findall(text.partition("\n\n")[0]))
+    return head.get("Name", "?"), head.get("Version", "?")
+
+
+#: a folder changed this recently may change again within its time's resolution
+SETTLED_NS = 2_000_000_000
+
+
+def _path_key() -> list[list[Any]]:
+    """``sys.path`` with each folder's time: installing or removing a distribution adds
+    or removes a folder in one of them, and so changes its time."""
+    key: list[list[Any]] = []
+    for entry in sys.path:
+        try:
+            key.append([entry, os.stat(entry or ".").st_mtime_ns])
+        except OSError:
+            key.append([entry, None])
+    return key
+
+
+def _read_scan(path: Path, key: list[list[Any]]) -> list[Entry] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["harkd"] != __version__ or data["path"] != key:
+            return None
+        return [Entry(*row) for row in data["entry_points"]]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _write_scan(path: Path, key: list[list[Any]], found: list[Entry]) -> None:
+    """Keep a scan for the next start, unless a folder changed too recently for its time
+    to tell the next change (the cache would then hide it)."""
+    now = time.time_ns()
+    if any(t is not None and now - t < SETTLED_NS for _, t in key):
+        return
+    text = json.dumps({"harkd": __version__, "path": key,
+                       "entry_points": [e.row() for e in found]})
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _sources(top: str) -> str:
