@@ -73,6 +73,8 @@ class Router:
         self.observers: list[Observer] = observers if observers is not None else []
         #: by provider; ``backends`` adds providers of its own (``harkd test``'s replies)
         self._backends: dict[str, Backend] = dict(backends or {})
+        #: each deployment's backend, by its id, once chosen
+        self._chosen: dict[str, Backend] = {}
         #: the response cache (router.cache), None when not configured
         self.cache: Cache | None = None
         #: the latest failed attempts, newest last (shared by the routers of one daemon)
@@ -154,10 +156,13 @@ class Router:
                 "policy": dataclasses.asdict(self.policy)}
 
     def backend(self, dep: Deployment) -> Backend:
-        kind = dep.provider if dep.native or dep.provider in self._backends else "litellm"
-        backend = self._backends.get(kind)
+        backend = self._chosen.get(dep.id)
         if backend is None:
-            backend = self._backends[kind] = self._make_backend(kind)
+            kind = dep.provider if dep.native or dep.provider in self._backends else "litellm"
+            backend = self._backends.get(kind)
+            if backend is None:
+                backend = self._backends[kind] = self._make_backend(kind)
+            self._chosen[dep.id] = backend
         return backend
 
     def _make_backend(self, kind: str) -> Backend:

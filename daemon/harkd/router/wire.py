@@ -299,9 +299,11 @@ class WirePool:
 
     def origin(self, base: str) -> Origin | None:
         """The origin of ``base`` (cached), or None if it is not plain http(s)."""
-        if base not in self._origins:
-            self._origins[base] = Origin.of(base)
-        return self._origins[base]
+        try:
+            return self._origins[base]
+        except KeyError:
+            origin = self._origins[base] = Origin.of(base)
+            return origin
 
     async def post(self, origin: Origin, path: str, body: bytes,
                    headers: Mapping[str, str]) -> Answer:
