@@ -50,7 +50,8 @@ async def probe(self, started=None):
                                 if m in sys.modules))
         print("KINDS", *sorted(m for m in sys.modules
                                if m.startswith(("harkd.steps.", "harkd.triggers.",
-                                                "harkd.voice", "harkd.router"))))
+                                                "harkd.voice", "harkd.router",
+                                                "harkd.cluster", "harkd.telemetry"))))
         print("SCANNED", "importlib.metadata" in sys.modules)
         self.stop()
 
@@ -103,7 +104,8 @@ def test_valid_files_need_no_jsonschema_and_a_restart_no_yaml(tmp_path: Path) ->
 
 
 def test_a_restart_imports_only_the_kinds_its_pipelines_use(tmp_path: Path) -> None:
-    """Nor the voice parts or the router: a webhook's restart needs neither."""
+    """Nor the voice parts, the router, the cluster or telemetry: a webhook's restart
+    without cluster: or telemetry: in harkd.yaml needs none of them."""
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "echo.yaml").write_text(ECHO)
     assert start(tmp_path)[5] == "SCANNED True"  # validating needs every kind's schema

@@ -101,9 +101,10 @@ class Daemon:
         from .http import mcp_server
 
         mcp_server.setup(app, self)
-        from . import telemetry
+        if self.settings.extra.get("telemetry"):  # else setup does nothing: not imported
+            from . import telemetry
 
-        telemetry.setup(app, self)
+            telemetry.setup(app, self)
         app.router.add_get("/metrics", self.metrics.handle)
         app.on_shutdown.append(_close_websockets)
         for extend in self.extensions:
@@ -248,6 +249,8 @@ class Daemon:
     async def _join_cluster(self) -> None:
         """With ``cluster:`` in ``harkd.yaml``: connect to Redis (a replica whose Redis
         is down starts on local state) and put the replica id in runs and metrics."""
+        if not self.settings.extra.get("cluster"):
+            return  # cluster.config would say None: the package is not imported
         from . import cluster
 
         conf = cluster.config(self.settings.extra, self.settings.listen)
