@@ -112,3 +112,24 @@ def test_a_restart_imports_only_the_kinds_its_pipelines_use(tmp_path: Path) -> N
     again = start(tmp_path)
     assert again[4] == "KINDS harkd.steps.basic harkd.triggers.http"
     assert again[5] == "SCANNED False"  # the entry points came from the state folder
+
+
+def test_the_parser_built_for_one_command_is_that_command_of_the_whole() -> None:
+    """harkd builds only the command it runs: its help, options and defaults are the
+    whole parser's; help and unknown commands get the whole parser."""
+    import argparse
+
+    from harkd import cli
+
+    def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return dict(sub.choices)
+
+    full = cli._parser()
+    assert len(commands(full)) > 10
+    for name, whole in commands(full).items():
+        (one,) = commands(cli._parser(name)).values()
+        assert one.format_help() == whole.format_help()
+        assert one.get_default("func") is whole.get_default("func")
+    assert cli._parser("nosuch").format_help() == full.format_help()
+    assert commands(cli._parser("nosuch")).keys() == commands(full).keys()

@@ -60,7 +60,10 @@ def _collect_again(*_: object) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = _parser()
+    words = sys.argv[1:] if argv is None else argv
+    # Only the command being run is built (all twelve with their options were a few ms
+    # of every start); help, --version and an unknown command get the whole parser.
+    parser = _parser(words[0] if words and not words[0].startswith("-") else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -80,10 +83,14 @@ def _main(argv: list[str] | None) -> int:
         return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only``, the one command of that name (the whole
+    parser if there is none)."""
     p = argparse.ArgumentParser(prog="harkd", description="Run AI pipelines written as YAML.")
     p.add_argument("--version", action="version", version=f"harkd {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub: Any = p.add_subparsers(dest="command", metavar="COMMAND")
+    if only is not None:
+        sub = _Only(sub, only)
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", help="harkd.yaml to use (default: $HARKD_CONFIG, "
@@ -174,7 +181,31 @@ def _parser() -> argparse.ArgumentParser:
                    help="only harkd's own kinds (as the repository's schemas/ holds)")
     s.add_argument("--write", metavar="DIR", help="write NAME.schema.json files into DIR")
     s.set_defaults(func=cmd_schema)
+    if isinstance(sub, _Only) and not sub.found:
+        return _parser()
     return p
+
+
+class _Only:
+    """The subparsers of :func:`_parser` that build just the command ``name``: the others'
+    ``add_parser`` gives a stand-in that ignores their arguments."""
+
+    def __init__(self, sub: Any, name: str) -> None:
+        self.sub, self.name, self.found = sub, name, False
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name != self.name:
+            return _Skipped()
+        self.found = True
+        return self.sub.add_parser(name, **kwargs)
+
+
+class _Skipped:
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
