@@ -70,6 +70,8 @@ class Bound:
         If the calling task is cancelled (the client went away, shutdown) the run is
         recorded as cancelled and the cancellation propagates.
         """
+        # One frame for the whole boundary (admission, execution, the outcome, the
+        # observers): every run passes here.
         task = asyncio.current_task()
         if task is not None:
             self.inflight.add(task)
@@ -80,8 +82,40 @@ class Bound:
             o.run_started(run)
         result: RunResult | None = None
         try:
-            result = await self._admitted(run, t0)
+            if run.depth > MAX_DEPTH:
+                result = RunResult(run.id, "error", error=f"pipelines call each other more than "
+                                   f"{MAX_DEPTH} deep", http_status=508,
+                                   duration=time.perf_counter() - t0)
+                return result
+            # The gate's enter/leave rather than its context manager: this is every run's path.
+            held = await self.gate.enter(task)
+            try:
+                if self.pipeline.timeout is None:
+                    output = await execute(run)
+                else:
+                    async with asyncio.timeout(self.pipeline.timeout):
+                        output = await execute(run)
+            finally:
+                self.gate.leave(held)
+            duration = time.perf_counter() - t0
+            # Each run is in the run log; a log line per good run would only cost throughput
+            # (and building one that the level drops costs a run more than its record does).
+            if logs.enabled(logging.DEBUG):
+                log.debug("run_ok", duration_ms=round(duration * 1000, 2))
+            result = RunResult(run.id, "ok", output, duration=duration)
             return result
+        except Exception as exc:  # noqa: BLE001 - the run boundary: recorded on the run
+            result = self._failed(run, exc, t0)
+            return result
+        except asyncio.CancelledError as exc:
+            if exc.args and exc.args[0] == RESTARTED and task is not None:
+                task.uncancel()
+                log.info("run_restarted")
+                result = RunResult(run.id, "cancelled", error="run was replaced by a newer run "
+                                   "(restart mode)", http_status=409,
+                                   duration=time.perf_counter() - t0)
+                return result
+            raise
         finally:
             if task is not None:
                 self.inflight.discard(task)
@@ -93,59 +127,31 @@ class Bound:
                 o.run_finished(run, result)
             logs.RUN.reset(token)
 
-    async def _admitted(self, run: Run, t0: float) -> RunResult:
+    def _failed(self, run: Run, exc: Exception, t0: float) -> RunResult:
+        """How a run that raised ``exc`` ended (logged here)."""
         def done(status: Status, **kw: Any) -> RunResult:
             return RunResult(run.id, status, duration=time.perf_counter() - t0, **kw)
 
-        if run.depth > MAX_DEPTH:
-            return done("error", error=f"pipelines call each other more than {MAX_DEPTH} deep",
-                        http_status=508)
-        try:
-            # The gate's enter/leave rather than its context manager: this is every run's path.
-            held = await self.gate.enter()
-            try:
-                if self.pipeline.timeout is None:
-                    output = await execute(run)
-                else:
-                    async with asyncio.timeout(self.pipeline.timeout):
-                        output = await execute(run)
-            finally:
-                self.gate.leave(held)
-        except Busy as exc:
+        if isinstance(exc, Busy):
             log.info("run_refused", reason=exc.message, status=exc.status)
             return done("busy", error=exc.message, http_status=exc.status,
                         retry_after=exc.retry_after)
-        except TimeoutError:
+        if isinstance(exc, TimeoutError):
             log.warning("run_timeout", timeout=self.pipeline.timeout)
             return done("error", error=f"run timed out after {self.pipeline.timeout:g}s",
                         http_status=RunTimeout.status)
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if exc.args and exc.args[0] == RESTARTED and task is not None:
-                task.uncancel()
-                log.info("run_restarted")
-                return done("cancelled", error="run was replaced by a newer run (restart mode)",
-                            http_status=409)
-            raise
-        except RunError as exc:
+        if isinstance(exc, RunError):
             message = error_message(exc)
             log.warning("run_failed", error=message, step=_failed_step(run))
             return done("error", error=message, http_status=exc.status)
-        except HarkError as exc:
+        if isinstance(exc, HarkError):
             message = error_message(exc)
             log.warning("run_failed", error=message, step=_failed_step(run))
             return done("error", error=message, http_status=500)
-        except Exception as exc:
-            message = REDACTOR(f"internal error in step {_failed_step(run)}: "
-                               f"{type(exc).__name__}: {exc}")
-            log.exception("run_crashed", step=_failed_step(run))
-            return done("error", error=message, http_status=500)
-        duration = time.perf_counter() - t0
-        # Each run is in the run log; a log line per good run would only cost throughput
-        # (and building one that the level drops costs a run more than its record does).
-        if logs.enabled(logging.DEBUG):
-            log.debug("run_ok", duration_ms=round(duration * 1000, 2))
-        return RunResult(run.id, "ok", output, duration=duration)
+        message = REDACTOR(f"internal error in step {_failed_step(run)}: "
+                           f"{type(exc).__name__}: {exc}")
+        log.exception("run_crashed", step=_failed_step(run))
+        return done("error", error=message, http_status=500)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait for this version's in-flight runs; True if all finished in time."""

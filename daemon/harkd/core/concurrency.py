@@ -35,16 +35,17 @@ class Gate:
         finally:
             self.leave(task)
 
-    async def enter(self) -> asyncio.Task[Any]:
-        """Take a slot for the current task (:meth:`slot` without the context manager, for
-        the run path); raise :class:`Busy` when the mode says no. Give it back with
-        :meth:`leave`."""
+    async def enter(self, task: asyncio.Task[Any] | None = None) -> asyncio.Task[Any]:
+        """Take a slot for ``task`` (default: the current task; :meth:`slot` without the
+        context manager, for the run path); raise :class:`Busy` when the mode says no. Give
+        it back with :meth:`leave`."""
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
         mode = self.spec.mode
         if mode != "restart" and not self._free.locked():
             # A slot is free (the common case): acquire() takes it without waiting.
             await self._free.acquire()
-            task = asyncio.current_task()
-            assert task is not None
             self.active.add(task)
             return task
         if mode == "restart":
@@ -63,8 +64,6 @@ class Gate:
             await self._free.acquire()
         finally:
             self.waiting -= 1
-        task = asyncio.current_task()
-        assert task is not None
         self.active.add(task)
         return task
 

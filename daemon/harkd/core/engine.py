@@ -27,7 +27,12 @@ log = structlog.get_logger("harkd.run")
 
 async def execute(run: Run) -> Any:
     """Run every step of ``run.pipeline`` in order; return the last output."""
-    data = await run_steps(run, run.pipeline.steps, run.input)
+    # run_steps(run, run.pipeline.steps, run.input) without its frame: every run's path
+    steps = run.pipeline.steps
+    data = run.input
+    last = len(steps) - 1
+    for i, spec in enumerate(steps):
+        data = await _step(run, spec, data, "", steps[i + 1].step if i < last else None, False)
     if isinstance(data, TextStream):
         data = await data.text()
     return data

@@ -27,7 +27,7 @@ async def discard(event: Event) -> None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     """Timing and details of one step of one run, for the run log and metrics.
 
@@ -57,7 +57,7 @@ CURRENT_STEP: contextvars.ContextVar[StepRecord | None] = contextvars.ContextVar
     "harkd_step", default=None)
 
 
-@dataclass
+@dataclass(slots=True)
 class Run:
     """One execution of one pipeline version. Steps read ``input``, ``vars`` and ``trigger``
     through templates, record details on their :class:`StepRecord`, and ``emit`` events
