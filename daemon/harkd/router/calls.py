@@ -70,25 +70,34 @@ class _Slots:
     """One event loop's timers, by slot (``ceil(when / GRAIN)``), each with the deadlines
     it fires. A timer of its own per call (``loop.call_at``, then its cancellation and the
     heap's clean-up) cost 2.5 µs of a gateway call; one per slot is shared by every call
-    started in the same 10 ms with the same timeout."""
+    started in the same 10 ms with the same timeout, and is cancelled when the last of
+    them is done (so the timers pending are as many as the slots with calls in flight)."""
 
     __slots__ = ("due", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.due: dict[int, set[Deadline]] = {}
+        self.due: dict[int, tuple[set[Deadline], asyncio.TimerHandle]] = {}
 
-    def join(self, deadline: Deadline, when: float) -> set[Deadline]:
+    def join(self, deadline: Deadline, when: float) -> int:
         slot = math.ceil(when / GRAIN)
-        group = self.due.get(slot)
-        if group is None:
-            group = self.due[slot] = set()
-            self.loop.call_at(slot * GRAIN, self._fire, slot)
-        group.add(deadline)
-        return group
+        entry = self.due.get(slot)
+        if entry is None:
+            entry = self.due[slot] = (set(), self.loop.call_at(slot * GRAIN, self._fire, slot))
+        entry[0].add(deadline)
+        return slot
+
+    def leave(self, deadline: Deadline, slot: int) -> None:
+        entry = self.due.get(slot)
+        if entry is not None:
+            entry[0].discard(deadline)
+            if not entry[0]:
+                entry[1].cancel()
+                del self.due[slot]
 
     def _fire(self, slot: int) -> None:
-        for deadline in self.due.pop(slot, ()):
+        entry = self.due.pop(slot, None)
+        for deadline in entry[0] if entry is not None else ():
             deadline._fire()
 
 
@@ -111,8 +120,8 @@ class Deadline:
     cancellation from any other and takes it back, as ``asyncio.timeout`` does.
     :meth:`cancel` it when done."""
 
-    __slots__ = ("__weakref__", "armed", "cancelling", "fired", "group", "hit", "loop",
-                 "refired", "task")
+    __slots__ = ("armed", "cancelling", "fired", "hit", "loop", "refired", "slot", "slots",
+                 "task")
 
     def __init__(self, seconds: float, armed: bool = True) -> None:
         """A deadline ``seconds`` from now."""
@@ -124,7 +133,8 @@ class Deadline:
         self.refired: asyncio.Handle | None = None
         if armed:
             self.arm()
-        self.group = _slots(loop).join(self, loop.time() + seconds)
+        self.slots = _slots(loop)
+        self.slot = self.slots.join(self, loop.time() + seconds)
 
     def arm(self) -> None:
         """Cancel the current task if the deadline passes before :meth:`disarm`."""
@@ -144,7 +154,7 @@ class Deadline:
 
     def cancel(self) -> None:
         """Done with: it fires no more."""
-        self.group.discard(self)
+        self.slots.leave(self, self.slot)
         if self.refired is not None:
             self.refired.cancel()
 
