@@ -31,6 +31,27 @@ async def test_bodies_by_content_type(tmp_path: Path) -> None:
             assert await r.text() == "plain"
 
 
+async def test_json_bodies_parse_as_the_standard_library_does(tmp_path: Path) -> None:
+    """The orjson fast path gives the value json.loads gives, or steps aside: integers past
+    64 bits stay integers, NaN-style constants and 1e400 parse, a declared charset counts."""
+    bodies = [
+        (b'{"big": 1180591620717411303424, "id": 12345678901234567890, '
+         b'"neg": -9223372036854775809}', "utf-8"),
+        (b'{"x": Infinity, "y": -Infinity, "z": [1e400]}', "utf-8"),
+        (b'{"a": 1, "a": 2, "s": "caf\u00e9 \ud83d\ude00", "f": 1.0000000000000002}', "utf-8"),
+        (b'{"n": "\xc3\xa9"}', "latin-1"),
+    ]
+    async with run_daemon(tmp_path, {"j": JSON_OUT}) as d:
+        for body, charset in bodies:
+            headers = {"Content-Type": f"application/json; charset={charset}"}
+            async with d.http.post(d.url("/hooks/j"), data=body, headers=headers) as r:
+                assert r.status == 200
+                got = json.loads(await r.text())["got"]
+            want = json.loads(body.decode(charset))
+            # the JSON text, not ==, so that an integer turned float fails (2**70 == 2.0**70)
+            assert json.dumps(got) == json.dumps(want), body
+
+
 async def test_bad_requests_never_reach_the_steps(tmp_path: Path) -> None:
     get_only = "trigger: {http: {methods: [GET]}}\nsteps: [{template: '{{ input.q }}'}]\n"
     async with run_daemon(tmp_path, {"echo": ECHO, "g": get_only}, max_body=1000) as d:
