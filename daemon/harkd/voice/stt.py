@@ -9,11 +9,11 @@ commands of ``bench/wer.py --window`` (the ``stt`` step's default is 15 s); audi
 than the window takes the full path.
 
 Models are named (:data:`MODELS`) or given as a CTranslate2 folder. ``tiny.en+base`` is a
-pair that checks itself: both models decode with a beam of 5 and each scores both
-transcripts; the one likelier under both wins. tiny.en mishears espeak's robotic voice and
-multilingual base mishears other words, but each rarely finds the other's mistake likely:
-on ``bench/wer.py`` the pair roughly halves tiny.en's espeak errors, at about three times
-its time.
+pair that checks itself: when tiny.en (beam 5) is not sure of what it heard, base decodes
+too and each scores both transcripts; the one likelier under both wins. tiny.en mishears
+espeak's robotic voice and multilingual base mishears other words, but each rarely finds
+the other's mistake likely: on ``bench/wer.py`` the pair roughly halves tiny.en's espeak
+errors.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ MEL_PER_SECOND = 100
 LOGPROB_THRESHOLD = -1.0
 COMPRESSION_THRESHOLD = 2.4
 FALLBACK_BEAM = 5
+#: a pair's first model is trusted alone when its mean log-probability per token is at
+#: least this: the second model then does not run (see :meth:`Whisper._pair`)
+PAIR_CONFIDENT = -0.3
 
 
 def doubtful(text: str, logprob: float) -> bool:
@@ -135,7 +138,7 @@ class Whisper:
 
     def transcribe(self, samples: Float32, *, language: str = "en", beam_size: int = 1,
                    prompt: str | None = None, window: float = FULL_WINDOW,
-                   fallback: bool = True) -> Transcript:
+                   fallback: bool = True, confident: float = PAIR_CONFIDENT) -> Transcript:
         """``samples`` (16 kHz float mono) as text.
 
         With ``fallback`` a doubtful decode is retried, by faster-whisper's rules (average
@@ -144,14 +147,15 @@ class Whisper:
         temperatures; on the short-window path a greedy decode is redone once with a beam
         of :data:`FALLBACK_BEAM` (deterministic, and it cured the repetition loops and
         most wrong-sentence guesses of ``bench/wer.py``). ``fallback=False`` keeps the
-        first decode.
+        first decode. ``confident`` is a pair's :data:`PAIR_CONFIDENT`.
         """
         t0 = time.perf_counter()
         seconds = samples.size / RATE
         with self._lock:
             if self.second is not None and window < FULL_WINDOW and seconds <= window:
                 text, no_speech, logprob = self._pair(self.second, samples, window,
-                                                      language, beam_size, prompt)
+                                                      language, beam_size, prompt,
+                                                      confident)
             elif window < FULL_WINDOW and seconds <= window:
                 text, no_speech, logprob = self._short(samples, window, language,
                                                        beam_size, prompt)
@@ -171,15 +175,22 @@ class Whisper:
                           no_speech=no_speech, logprob=logprob)
 
     def _pair(self, second: Whisper, samples: Float32, window: float, language: str,
-              beam_size: int, prompt: str | None) -> tuple[str, float, float]:
-        """The pair's transcript: each model decodes with a beam of at least
-        :data:`FALLBACK_BEAM`, each scores both transcripts (its mean log-probability per
-        token, forced through its decoder), and the transcript with the higher sum wins.
-        The pair shares no tokenizer, so each scores the text, not the other's tokens.
+              beam_size: int, prompt: str | None,
+              confident: float) -> tuple[str, float, float]:
+        """The pair's transcript: the first model decodes with a beam of at least
+        :data:`FALLBACK_BEAM`; a decode at least ``confident`` (mean log-probability per
+        token) is kept as it is. Otherwise the second model decodes too, each scores both
+        transcripts (its mean log-probability per token, forced through its decoder), and
+        the transcript with the higher sum wins. The pair shares no tokenizer, so each
+        scores the text, not the other's tokens.
         """
         beam = max(beam_size, FALLBACK_BEAM)
-        encoded = [(m, m._encode(samples, window)) for m in (self, second)]
-        found = [m._decode(e, samples, language, beam, prompt) for m, e in encoded]
+        encoded = [(self, self._encode(samples, window))]
+        found = [self._decode(encoded[0][1], samples, language, beam, prompt)]
+        if found[0][0] and found[0][2] >= confident:
+            return found[0]
+        encoded.append((second, second._encode(samples, window)))
+        found.append(second._decode(encoded[1][1], samples, language, beam, prompt))
         texts = {text for text, _, _ in found if text}
         if len(texts) < 2:
             return found[0] if found[0][0] else found[1]
