@@ -46,7 +46,7 @@ async def probe(self, started=None):
     def ready(address):
         started(address)
         print("READY", gc.isenabled(), gc.get_freeze_count() > 1000)
-        print("LOADED", *sorted(m for m in ("yaml", "jsonschema", "harkd.router")
+        print("LOADED", *sorted(m for m in ("yaml", "jsonschema", "harkd.router", "zoneinfo")
                                 if m in sys.modules))
         print("KINDS", *sorted(m for m in sys.modules
                                if m.startswith(("harkd.steps.", "harkd.triggers.",
@@ -95,7 +95,8 @@ def test_the_collector_is_off_while_starting_and_on_once_ready(tmp_path: Path) -
 
 
 def test_valid_files_need_no_jsonschema_and_a_restart_no_yaml(tmp_path: Path) -> None:
-    """Nor does either start load the router: it loads with the first LLM call."""
+    """Nor does either start load the router (it loads with the first LLM call), or
+    zoneinfo (the cron kind, imported to validate, needs it only for a cron pipeline)."""
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "echo.yaml").write_text(ECHO)
     seen = [start(tmp_path)[3], start(tmp_path)[3]]
