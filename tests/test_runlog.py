@@ -109,6 +109,27 @@ def test_values_the_fast_encoder_leaves_out_are_stored_as_before(tmp_path: Path)
         log.close()
 
 
+def test_a_value_that_is_not_json_is_recorded_and_the_log_goes_on(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    try:
+        loop: dict[str, Any] = {}
+        loop["self"] = loop
+        run = _run("r4", {"q": 1})
+        log.run_started(run)
+        log.run_finished(run, RunResult("r4", "ok", output=loop))
+        log.flush_sync()
+        rec = log.get_sync("r4")
+        assert rec is not None and rec["input"] == {"q": 1}
+        assert rec["output"].startswith("<not JSON: ValueError: Circular reference")
+        after = _run("r5")
+        log.run_started(after)
+        log.run_finished(after, RunResult("r5", "ok", output="fine"))
+        log.flush_sync()
+        assert log.get_sync("r5")["output"] == "fine"  # type: ignore[index]
+    finally:
+        log.close()
+
+
 def test_retention_by_count_and_age(tmp_path: Path) -> None:
     log = _log(tmp_path, keep=10, max_age=3600)
     try:

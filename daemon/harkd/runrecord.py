@@ -72,7 +72,12 @@ def encode(value: Any, limit: int) -> tuple[str | None, bool]:
     else:
         if isinstance(value, (bytes, bytearray)):
             value = f"<{len(value)} bytes>"
-        text = REDACTOR(_ENCODE(value))
+        try:
+            text = REDACTOR(_ENCODE(value))
+        except (ValueError, TypeError, RecursionError) as exc:
+            # (a value that refers to itself): its record says so rather than stopping
+            # the writer or the run that made it
+            text = REDACTOR(_STRING(f"<not JSON: {type(exc).__name__}: {exc}>"))
     if len(text) <= limit:
         return text, False
     return text[:limit] + MARK, True
