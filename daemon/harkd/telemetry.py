@@ -176,11 +176,16 @@ class Tracer:
         if not result.ok:
             root.set_status(Status(StatusCode.ERROR, result.error or result.status))
         spans: dict[str, Any] = {}
+        # The run's length is timed from its admission and each step's start is a wall
+        # clock stamp, so a last step can seem to end a few hundred ns after its run: the
+        # run's span is stretched to cover its steps.
+        end = start + int(result.duration * 1e9)
         for record in run.steps:
             path = getattr(record, "path", "") or str(record.index)
             parent = spans.get(parent_path(path, spans) or "", root)
-            spans[path] = self._step(record, path, trace.set_span_in_context(parent))
-        root.end(end_time=start + int(result.duration * 1e9))
+            spans[path] = span = self._step(record, path, trace.set_span_in_context(parent))
+            end = max(end, span.end_time or end)
+        root.end(end_time=end)
 
     def _step(self, record: StepRecord, path: str, context: Any) -> Any:
         from opentelemetry import trace

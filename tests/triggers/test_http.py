@@ -38,7 +38,7 @@ async def test_json_bodies_parse_as_the_standard_library_does(tmp_path: Path) ->
         (b'{"big": 1180591620717411303424, "id": 12345678901234567890, '
          b'"neg": -9223372036854775809}', "utf-8"),
         (b'{"x": Infinity, "y": -Infinity, "z": [1e400]}', "utf-8"),
-        (b'{"a": 1, "a": 2, "s": "caf\u00e9 \ud83d\ude00", "f": 1.0000000000000002}', "utf-8"),
+        (rb'{"a": 1, "a": 2, "s": "caf\u00e9 \ud83d\ude00", "f": 1.0000000000000002}', "utf-8"),
         (b'{"n": "\xc3\xa9"}', "latin-1"),
     ]
     async with run_daemon(tmp_path, {"j": JSON_OUT}) as d:
