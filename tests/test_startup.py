@@ -45,7 +45,7 @@ async def probe(self, started=None):
 
     def ready(address):
         started(address)
-        print("READY", gc.isenabled(), gc.get_freeze_count() > 1000)
+        print("READY", gc.isenabled(), gc.get_freeze_count() > 1000, gc.get_threshold()[0])
         print("LOADED", *sorted(m for m in ("yaml", "jsonschema", "harkd.router", "zoneinfo")
                                 if m in sys.modules))
         print("KINDS", *sorted(m for m in sys.modules
@@ -86,7 +86,8 @@ def start(tmp_path: Path) -> list[str]:
 
 
 def test_the_collector_is_off_while_starting_and_on_once_ready(tmp_path: Path) -> None:
-    assert start(tmp_path)[:3] == ["AT IMPORT True", "STARTING False", "READY True True"]
+    assert start(tmp_path)[:3] == ["AT IMPORT True", "STARTING False",
+                                   "READY True True 10000"]
     # Other commands run with it on, as imported.
     r = subprocess.run([sys.executable, "-c", "import gc, harkd.cli as c; c.main(['schema', "
                         "'--builtin']); print(gc.isenabled())"], capture_output=True,

@@ -49,13 +49,22 @@ def main(argv: list[str] | None = None, *, collect: bool | None = None) -> int:
 _RESUME = False
 
 
+#: the collector's first threshold once harkd run is serving: young objects allocated
+#: before a pass (Python's default is 700). Each webhook run's objects wait in the run
+#: log's queue for its batch window, so at 700 the collector walked them over and over:
+#: 10,000 took the webhook's CPU per request from 107-124 to 101-107 us (bench/core.py
+#: --quick --only throughput, three interleaved pairs); 50,000 gained nothing more.
+GC_THRESHOLD = 10_000
+
+
 def _collect_again(*_: object) -> None:
     """Turn the cyclic collector back on if :func:`main` turned it off, leaving what
-    exists now out of its passes."""
+    exists now out of its passes, and less often than Python's default."""
     global _RESUME
     if _RESUME:
         _RESUME = False
         gc.freeze()
+        gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
         gc.enable()
 
 
