@@ -3,12 +3,13 @@ the step records, and the rows as the API and the console show them."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .secrets import REDACTOR
-from .values import jsonable
+from .values import jsonable, orjson_module
 
 if TYPE_CHECKING:
     from .core.run import Run, RunResult
@@ -22,19 +23,15 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=j
 _MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
 _C_ENCODE = (_MAKE_ENCODER(None, jsonable, json.encoder.encode_basestring, None, ":", ",",
                            False, False, True) if _MAKE_ENCODER is not None else None)
-#: orjson's dumps and options, found at the first run (the daemon's start does not need it)
-_FAST: tuple[Any, int] | None = None
 
 
-def _fast() -> tuple[Any, int]:
-    global _FAST
-    import orjson
-
-    # Everything orjson would write in its own way (dataclasses, dates, str and dict
-    # subclasses) goes to jsonable, as with the standard library's encoder.
-    _FAST = (orjson.dumps, orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
-             | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
-    return _FAST
+@functools.cache
+def _orjson_options() -> int:
+    """Everything orjson would write in its own way (dataclasses, dates, str and dict
+    subclasses) goes to jsonable, as with the standard library's encoder."""
+    orjson = orjson_module()
+    return int(orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
+               | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
 
 
 def _json(value: Any) -> str:
@@ -43,9 +40,9 @@ def _json(value: Any) -> str:
     a webhook's trigger data (2.1 -> 0.2 us). What orjson refuses (integers past 64 bits,
     lone surrogates, values nested too deep) takes the standard library's encoder; unlike
     it, orjson writes NaN and the infinities as null."""
-    dumps, options = _FAST or _fast()
     try:
-        text: str = dumps(value, default=jsonable, option=options).decode()
+        text: str = orjson_module().dumps(value, default=jsonable,
+                                          option=_orjson_options()).decode()
         return text
     except TypeError:
         pass

@@ -40,8 +40,9 @@ def jsonable(obj: Any) -> Any:
 # -- JSON on the hot paths (the gateway, the router's OpenAI calls) ----------------------
 
 @functools.cache
-def _fast() -> Any:
-    import orjson  # at first use: the daemon's start does not need it
+def orjson_module() -> Any:
+    """The ``orjson`` module, imported at first use (the daemon's start does not need it)."""
+    import orjson
 
     return orjson
 
@@ -50,7 +51,7 @@ def json_bytes(obj: Any) -> bytes:
     """``obj`` as compact UTF-8 JSON, by orjson (about a tenth of ``json.dumps``'s CPU);
     what orjson refuses (integers past 64 bits, say) goes to ``json.dumps``, which raises
     TypeError for what is not JSON."""
-    orjson = _fast()
+    orjson = orjson_module()
     try:
         out: bytes = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
@@ -63,6 +64,6 @@ def json_loads(data: bytes | str) -> Any:
     error: json.JSONDecodeError with the standard library's message). Unlike json.loads,
     an integer past 64 bits comes back as a float."""
     try:
-        return _fast().loads(data)
+        return orjson_module().loads(data)
     except ValueError:
         return json.loads(data)
