@@ -47,7 +47,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     ``input.items`` must mean the field, not ``dict.items``."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping) and attribute in obj:
+        # (a dict, the common case, without the ABC check: 0.1 us a lookup)
+        if (type(obj) is dict or isinstance(obj, Mapping)) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
 
@@ -131,8 +132,10 @@ def _render(source: str, context: Mapping[str, Any]) -> str:
     (7.5 -> 3 µs for a one-line template)."""
     template, globals_ = _compiled_template(source)
     # Template.new_context's Context without it: new_context would pass the template's
-    # ChainMap of globals, which Context iterates into a set on every render (2 us).
-    ctx = _CONTEXT(ENV, {**globals_, **context}, template.name, template.blocks, globals_)
+    # ChainMap of globals, which Context iterates into a set on every render (2 us). The
+    # globals are in the merged dict; Context's own copy of their names is only read when
+    # a template imports another, which harkd's (no loader) cannot (0.1 us less).
+    ctx = _CONTEXT(ENV, {**globals_, **context}, template.name, template.blocks)
     try:
         text: str = template.environment.concat(template.root_render_func(ctx))
     except Exception:  # noqa: BLE001 - as Template.render: Jinja re-raises it, its traceback
@@ -158,7 +161,7 @@ def _evaluate(body: str, context: Mapping[str, Any]) -> Any:
     """What calling ``ENV.compile_expression(body, False)`` with ``context`` does (its
     value, Undefined as is), without rebuilding the globals on every call."""
     template, globals_ = _compiled_expression(body)
-    ctx = _CONTEXT(ENV, {**globals_, **context}, template.name, template.blocks, globals_)
+    ctx = _CONTEXT(ENV, {**globals_, **context}, template.name, template.blocks)
     for _ in template.root_render_func(ctx):
         pass
     return ctx.vars["result"]
