@@ -269,3 +269,21 @@ async def test_timeout_fails_the_run(tmp_path: Path) -> None:
                                    headers={"Content-Type": "text/plain"}) as r:
                 assert r.status == 504
                 assert "timed out after 0.1s" in (await r.json())["error"]["message"]
+
+
+async def test_a_body_that_arrives_after_its_headers(tmp_path: Path) -> None:
+    """A small body usually comes with its headers and is taken from the buffer at once;
+    one that is still on its way is waited for."""
+    async with run_daemon(tmp_path, {"echo": ECHO}) as d:
+        host, port = d.base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /hooks/echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                     b"Content-Length: 11\r\nConnection: close\r\n\r\nhello")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b" world")
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and body == b"hello world"

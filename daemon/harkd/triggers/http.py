@@ -91,8 +91,16 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             return b""
         # The common case: a known length within the limit, read in one go (aiohttp's
         # web, for the errors, is imported only off this path: 1 us a request).
+        content = request.content
         try:
-            return await request.content.readexactly(length)
+            if not content.is_eof():
+                return await content.readexactly(length)
+            # All of it has arrived (a small body comes with its headers): taken from the
+            # buffer without readexactly's two coroutines (1.1 -> 0.6 us).
+            got = content.read_nowait(length)
+            if len(got) < length:
+                raise asyncio.IncompleteReadError(got, length)
+            return got
         except asyncio.IncompleteReadError:
             from aiohttp import web
 
