@@ -26,6 +26,7 @@ from .contracts import ROUTER_OBSERVERS
 from .core.registry import Registry
 from .core.registry import default as default_registry
 from .errors import ConfigErrors, HarkError, first_error
+from .http import api
 from .http.host import HOST
 from .notify import Notifier
 from .runlog import RunLog
@@ -93,7 +94,7 @@ class Daemon:
         app.router.add_get("/healthz", _healthz)
         app.router.add_get("/readyz", _readyz)
         from . import console
-        from .http import api, gateway
+        from .http import gateway
 
         api.setup(app, self)
         gateway.setup(app, self)
@@ -109,6 +110,7 @@ class Daemon:
         app.on_shutdown.append(_close_websockets)
         for extend in self.extensions:
             extend(app, self)
+        api.guard(app, self)  # server.token, in front of every route so far
         # Trigger routes change on every reload, so one catch-all looks them up per request.
         app.router.add_route("*", "/{tail:.*}", _dispatch)
         return app
@@ -388,6 +390,10 @@ async def _close_websockets(app: web.Application) -> None:
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     daemon = request.app[DAEMON]
+    if daemon.settings.token:  # (a webhook is not guarded; /api/nothing-here is)
+        refused = api.refusal(daemon, request)
+        if refused is not None:
+            return refused
     bound = daemon.catalog.route(request.path)
     if bound is None:
         from .triggers.http import error_response  # (not on every request's path: 0.6 us)

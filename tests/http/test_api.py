@@ -61,6 +61,19 @@ async def test_token_protects_runs_and_openapi(tmp_path: Path) -> None:
             assert r.status == 200
         async with d.http.get(d.url("/metrics")) as r:  # scraped without the token
             assert r.status == 200
+        # Every route is guarded, whichever module added it, and so is a path under /api
+        # that no route serves (the catch-all asks too); a webhook needs no token.
+        for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
+                             ("POST", "/mcp"), ("HEAD", "/api/pipelines"),
+                             ("GET", "/api/no-such-thing"), ("POST", "/api/reload")):
+            async with d.http.request(method, d.url(path)) as r:
+                assert r.status == 401, (method, path, r.status)
+                assert r.headers["WWW-Authenticate"] == "Bearer"
+        async with d.http.get(d.url("/api/no-such-thing"),
+                              headers={"Authorization": "Bearer tok-123456"}) as r:
+            assert r.status == 404
+        async with d.http.post(d.url("/hooks/ok"), json={"n": 7}) as r:
+            assert r.status == 200 and await r.text() == "ok 7"
 
 
 async def test_openapi_names_every_route_and_answers_match_it(tmp_path: Path) -> None:
