@@ -1,0 +1,138 @@
+"""Instructions per webhook request (issue 13): the one-step template webhook of
+``core.py`` served by harkd (run log on, log level warning) and by ``bare.py``, each
+under valgrind's callgrind, which counts the instructions every thread of the server
+runs in user space. On a shared host, where wall-clock CPU per request swings by a third
+from run to run, this count does not move, so it tells a change's effect apart from noise.
+
+Each server is run twice: answering ``--requests`` requests after 300 to warm up, and
+answering none after the same warm-up; the difference divided by ``--requests`` is what
+one request costs, with start-up and shutdown cancelled out. Requests go one at a time
+over one keep-alive connection. System calls' kernel time is not counted (the same for
+both servers); Python under callgrind runs about 50 times slower, so this takes minutes.
+
+    .venv/bin/python bench/webhook_instructions.py [--requests 6000]
+    .venv/bin/python bench/webhook_instructions.py --tree /tmp/old/daemon  # another tree too
+
+Needs ``valgrind`` (``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HARKD_PY, HERE, free_port, harkd_cmd, harkd_env, http_status, pipeline_text
+
+TEMPLATE = "Hello, {{ input.name | default('world') }}!"
+WIDE = "concurrency: {max: 1024, mode: parallel}\n"
+WARM = 300
+BODY = b'{"name": "bench"}'
+
+
+def requests(port: int, n: int) -> None:
+    """``n`` POSTs to /hooks/hello, one after another on one connection; each must be 200."""
+    head = (b"POST /hooks/hello HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            b"\r\nContent-Length: %d\r\n\r\n" % len(BODY))
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        for _ in range(n):
+            s.sendall(head + BODY)
+            while True:
+                top, sep, rest = buf.partition(b"\r\n\r\n")
+                if sep:
+                    found = re.search(rb"(?i)content-length:\s*(\d+)", top)
+                    if found is None:
+                        raise RuntimeError(f"answer without a length: {top[:200]!r}")
+                    length = int(found[1])
+                    if len(rest) >= length:
+                        if not top.startswith(b"HTTP/1.1 200"):
+                            raise RuntimeError(f"answer: {top[:200]!r}")
+                        buf = rest[length:]
+                        break
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the server closed the connection")
+                buf += chunk
+
+
+def counted(cmd: list[str], env: dict[str, str], port: int, n: int) -> int:
+    """Instructions callgrind counted for ``cmd`` serving ``WARM + n`` requests."""
+    with tempfile.NamedTemporaryFile(suffix=".log") as log:
+        proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                                 *cmd], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                stderr=log, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while http_status(f"http://127.0.0.1:{port}/readyz", timeout=5) != 200:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{cmd} did not start under valgrind")
+                time.sleep(0.5)
+            requests(port, WARM)
+            requests(port, n)
+            time.sleep(1.0)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(120)
+        text = Path(log.name).read_text(errors="replace")
+    found = re.search(r"Collected\s*:\s*(\d+)", text)
+    if found is None:
+        raise RuntimeError(f"no count from callgrind:\n{text[-2000:]}")
+    return int(found[1])
+
+
+def per_request(cmd_for: Callable[[int], list[str]], env: dict[str, str], n: int) -> float:
+    counts = []
+    for k in (0, n):
+        port = free_port()
+        counts.append(counted(cmd_for(port), env, port, k))
+    return (counts[1] - counts[0]) / n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=6000)
+    ap.add_argument("--tree", action="append", default=[],
+                    help="another harkd's daemon/ folder to count too (PYTHONPATH)")
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    n = args.requests
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        folder = root / "pipelines"
+        folder.mkdir()
+        (folder / "hello.yaml").write_text(WIDE + pipeline_text(TEMPLATE))
+        rows: list[tuple[str, float]] = [
+            ("bare aiohttp (bench/bare.py)",
+             per_request(lambda port: [str(HARKD_PY), str(HERE / "bare.py"), str(port)], {}, n))]
+        for i, tree in enumerate([None, *args.tree]):
+            env = {**harkd_env(root / f"state-{i}")}
+            if tree is not None:
+                env["PYTHONPATH"] = tree
+            rows.append((f"harkd ({tree or 'this tree'})", per_request(
+                lambda port: harkd_cmd(folder, port, "--log-level", "warning"), env, n)))
+    bare = rows[0][1]
+    print(f"Instructions per webhook request, {n:,} requests after {WARM} (callgrind, all "
+          f"threads, user space)\n")
+    print("| server | instructions per request | / bare |\n|---|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value / 1000:,.1f}k | {value / bare:.3f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
