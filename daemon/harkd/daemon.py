@@ -32,6 +32,7 @@ from .notify import Notifier
 from .runlog import RunLog
 from .services import Services
 from .settings import Settings
+from .triggers.http import error_response
 
 log = structlog.get_logger("harkd.daemon")
 
@@ -396,7 +397,5 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             return refused
     bound = daemon.catalog.route(request.path)
     if bound is None:
-        from .triggers.http import error_response  # (not on every request's path: 0.6 us)
-
         return error_response(404, f"no pipeline serves {request.path}")
     return await bound.pipeline.trigger.handle(request, bound)

@@ -23,7 +23,7 @@ from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
 from ..core.bound import Bound
 from ..core.registry import TriggerKind
 from ..core.run import Event, RunResult
-from ..values import json_loads, jsonable
+from ..values import jsonable, orjson_module
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -129,7 +129,7 @@ def parse_body(request: web.Request, body: bytes) -> Any:
         # and so does a body with an integer that may pass 64 bits, which orjson would
         # turn into a float.
         try:
-            return json_loads(body)
+            return orjson_module().loads(body)
         except ValueError:
             pass
     ctype = request.content_type

@@ -185,17 +185,20 @@ class Whisper:
         scores the text, not the other's tokens.
         """
         beam = max(beam_size, FALLBACK_BEAM)
-        encoded = [(self, self._encode(samples, window))]
-        found = [self._decode(encoded[0][1], samples, language, beam, prompt)]
-        if found[0][0] and found[0][2] >= confident:
-            return found[0]
-        encoded.append((second, second._encode(samples, window)))
-        found.append(second._decode(encoded[1][1], samples, language, beam, prompt))
-        texts = {text for text, _, _ in found if text}
-        if len(texts) < 2:
-            return found[0] if found[0][0] else found[1]
-        score = {t: sum(m._score(e, window, language, t) for m, e in encoded) for t in texts}
-        return max(found, key=lambda f: score.get(f[0], -math.inf))
+        mine = self._encode(samples, window)
+        first = self._decode(mine, samples, language, beam, prompt)
+        if first[0] and first[2] >= confident:
+            return first
+        theirs = second._encode(samples, window)
+        other = second._decode(theirs, samples, language, beam, prompt)
+        if not first[0] or not other[0] or first[0] == other[0]:
+            return first if first[0] else other
+
+        def score(text: str) -> float:
+            return (self._score(mine, window, language, text)
+                    + second._score(theirs, window, language, text))
+
+        return max((first, other), key=lambda found: score(found[0]))
 
     def _score(self, encoded: Any, window: float, language: str, text: str) -> float:
         """The mean log-probability per token of ``text`` given ``encoded`` audio."""
