@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -80,4 +81,14 @@ def test_plugin_step_runs_in_the_daemon(site: Path, tmp_path: Path) -> None:
                                      headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert json.loads(resp.read()) == {"words": 2}
-        assert "plugin_failed" in s.output()  # the broken plugin is reported, not fatal
+        # No pipeline uses the broken plugin, so it was never imported.
+        assert "plugin_failed" not in s.output()
+        # One that does is rejected at its step, and the plugin is reported, not fatal.
+        (s.folder / "uses_broken.yaml").write_text(
+            "trigger: {http: {}}\nsteps:\n  - broken: {}\n")
+        deadline = time.monotonic() + 30
+        while "uses_broken" not in s.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "plugin_failed" in s.output() and "unknown step 'broken'" in s.output()
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert json.loads(resp.read()) == {"words": 2}

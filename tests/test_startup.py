@@ -36,8 +36,12 @@ PROBE = """
 import gc, sys
 print("AT IMPORT", gc.isenabled())
 from harkd import daemon
+from harkd.core import registry
 
 serve = daemon.Daemon.serve
+scans = []
+scan = registry._scan_entry_points
+registry._scan_entry_points = lambda: scans.append(1) or scan()
 
 
 async def probe(self, started=None):
@@ -52,7 +56,7 @@ async def probe(self, started=None):
                                if m.startswith(("harkd.steps.", "harkd.triggers.",
                                                 "harkd.voice", "harkd.router",
                                                 "harkd.cluster", "harkd.telemetry"))))
-        print("SCANNED", "importlib.metadata" in sys.modules)
+        print("SCANNED", bool(scans), "importlib.metadata" in sys.modules)
         self.stop()
 
     return await serve(self, ready)
@@ -105,15 +109,20 @@ def test_valid_files_need_no_jsonschema_and_a_restart_no_yaml(tmp_path: Path) ->
     assert seen == ["LOADED yaml", "LOADED"]
 
 
-def test_a_restart_imports_only_the_kinds_its_pipelines_use(tmp_path: Path) -> None:
-    """Nor the voice parts, the router, the cluster or telemetry: a webhook's restart
-    without cluster: or telemetry: in harkd.yaml needs none of them."""
+def test_a_start_imports_only_the_kinds_its_pipelines_use(tmp_path: Path) -> None:
+    """Nor the voice parts, the router, the cluster or telemetry: a webhook's start
+    without cluster: or telemetry: in harkd.yaml needs none of them. The first start
+    validates against a schema of the kinds the file names; a restart takes the document
+    from the state folder."""
     (tmp_path / "pipelines").mkdir()
     (tmp_path / "pipelines" / "echo.yaml").write_text(ECHO)
-    assert start(tmp_path)[5] == "SCANNED True"  # validating needs every kind's schema
+    first = start(tmp_path)
+    assert first[4] == "KINDS harkd.steps.basic harkd.triggers.http"
+    # The entry points were read from the distributions' folders, not importlib.metadata.
+    assert first[5] == "SCANNED True False"
     again = start(tmp_path)
     assert again[4] == "KINDS harkd.steps.basic harkd.triggers.http"
-    assert again[5] == "SCANNED False"  # the entry points came from the state folder
+    assert again[5] == "SCANNED False False"  # the entry points came from the state folder
 
 
 def test_the_parser_built_for_one_command_is_that_command_of_the_whole() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,8 @@ def test_a_kind_is_imported_when_first_looked_up(dep: Path, tmp_path: Path) -> N
     assert PLUGIN not in sys.modules
     cache = DocCache.open(tmp_path / "cache", reg)
     assert load_bytes("p.yaml", PLAIN, registry=reg, cache=cache).pipeline is not None
-    assert PLUGIN in sys.modules  # validating needs every kind's schema
+    # validated against the schema of the kinds it names, it did not import the plugin
+    assert PLUGIN not in sys.modules
     cache.save()
 
     forget_modules()
@@ -153,3 +155,38 @@ def test_a_cached_scan_is_used_until_a_package_is_installed(
     third.scan(cache)
     assert ("more", "harkd-more", "2.0") in [(e.name, e.dist, e.version) for e in third._found]
     assert "harkd-more" not in cache.read_text()  # changed just now: not cached
+
+
+def test_the_folder_scan_finds_what_importlib_metadata_finds(
+        dep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A second copy of the plugin's distribution later on sys.path, its name spelled
+    # another way: the first one found wins, as with importlib.metadata.
+    later = tmp_path / "later"
+    info = later / "Harkd.Flaky_plugin-0.9.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: Harkd.Flaky_plugin\n"
+                                   "Version: 0.9\n")
+    (info / "entry_points.txt").write_text(
+        f"# a comment\n[console_scripts]\nx = y:z\n\n[harkd.steps]\n  flaky = {PLUGIN}:FLAKY\n"
+        f"other = {PLUGIN}:OTHER\n[harkd.triggers]\nt = {PLUGIN}:T\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "missing"))
+    monkeypatch.setattr(sys, "path", [*sys.path, str(later)])
+    rows = registry._scan_folders()
+    assert rows is not None
+    assert sorted(e.row() for e in rows) == sorted(e.row() for e in registry._scan_metadata())
+    assert [e.version for e in rows if e.name == "flaky"] == ["1.0"]
+    assert "other" not in [e.name for e in rows]
+    # Ahead of it, the same distribution made the first: its other kinds are found.
+    monkeypatch.setattr(sys, "path", [str(later), *sys.path])
+    rows = registry._scan_folders()
+    assert rows is not None
+    assert {(e.group, e.name, e.version) for e in rows if e.dist == "Harkd.Flaky_plugin"} == {
+        ("harkd.steps", "flaky", "0.9"), ("harkd.steps", "other", "0.9"),
+        ("harkd.triggers", "t", "0.9")}
+    assert sorted(e.row() for e in rows) == sorted(e.row() for e in registry._scan_metadata())
+    # A zip file on sys.path is left to importlib.metadata.
+    zipped = tmp_path / "plugins.zip"
+    zipfile.ZipFile(zipped, "w").close()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(zipped)])
+    assert registry._scan_folders() is None
+    assert [e.name for e in registry._scan_entry_points() if e.name == "flaky"] == ["flaky"]

@@ -172,6 +172,12 @@ class Kinds(MutableMapping[str, K]):
         self.load_all()
         return len(self._slots)
 
+    def known(self) -> set[str]:
+        """The names of the kinds, imported or not (one whose import fails is dropped
+        when it is first looked up)."""
+        self._registry.scan()
+        return set(self._slots)
+
     def load_all(self) -> None:
         """Import every kind not imported yet (their failures become problems)."""
         self._registry.scan()
@@ -294,33 +300,111 @@ class Registry:
 
 def _scan_entry_points() -> list[Entry]:
     """Every installed kind's entry point, by group and name (one scan of the installed
-    distributions)."""
+    distributions): read straight from each distribution's ``entry_points.txt``, as
+    :func:`importlib.metadata.entry_points` finds them, which costs a first start about
+    20 ms (importing it, then a Distribution per installed package). A ``sys.path`` entry
+    that is a file (a zip or an egg) takes importlib.metadata itself."""
+    rows = _scan_folders()
+    if rows is None:
+        rows = _scan_metadata()
+    out = []
+    for group in (STEP_GROUP, TRIGGER_GROUP):
+        # sorted by name, a stable sort: of two kinds with one name the later one wins
+        out += sorted((e for e in rows if e.group == group), key=lambda e: e.name)
+    return out
+
+
+_GROUPS = {f"[{STEP_GROUP}]", f"[{TRIGGER_GROUP}]"}
+#: what a distribution's name normalizes (PEP 503, with _ as importlib.metadata has it)
+_NORMAL = re.compile(r"[-_.]+")
+
+
+def _scan_folders() -> list[Entry] | None:
+    """The kinds' entry points of the distributions (``*.dist-info`` and ``*.egg-info``
+    folders) in the folders of ``sys.path``, the first of a name winning; None if a
+    ``sys.path`` entry is a file."""
+    seen: set[str] = set()
+    out: list[Entry] = []
+    for folder in sys.path:
+        try:
+            with os.scandir(folder or ".") as it:
+                names = [e.name for e in it]
+        except NotADirectoryError:
+            return None
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            key = _NORMAL.sub("_", name.rpartition(".")[0].partition("-")[0]).lower()
+            if key in seen:
+                continue
+            seen.add(key)
+            path = f"{folder or '.'}/{name}"
+            try:
+                with open(f"{path}/entry_points.txt", encoding="utf-8") as f:
+                    text = f.read()
+            except OSError:  # none, or an .egg-info that is a file
+                continue
+            if "[harkd." in text:
+                out += _entries(text, path)
+    return out
+
+
+def _entries(text: str, path: str) -> list[Entry]:
+    """The kinds in one ``entry_points.txt`` (the INI format of the packaging
+    specification), with the name and version of the distribution at ``path``."""
+    rows: list[tuple[str, str, str]] = []
+    group = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "[":
+            group = line[1:-1].strip() if line in _GROUPS else None
+        elif group is not None:
+            name, sep, value = line.partition("=")
+            if sep:
+                rows.append((group, name.strip(), value.strip()))
+    if not rows:
+        return []
+    text = ""
+    for meta in ("METADATA", "PKG-INFO"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            with open(os.path.join(path, meta), encoding="utf-8") as f:
+                text = f.read()
+            break
+    dist, version = _name_version(text)
+    return [Entry(group, name, value, dist, version) for group, name, value in rows]
+
+
+def _scan_metadata() -> list[Entry]:
+    """The kinds' entry points by :func:`importlib.metadata.entry_points`."""
     import importlib.metadata
 
     found = importlib.metadata.entry_points()
     dists: dict[int, tuple[str, str]] = {}
     out = []
-    for group in (STEP_GROUP, TRIGGER_GROUP):
-        for ep in sorted(found.select(group=group), key=lambda e: e.name):
-            dist = ep.dist
-            if dist is None:
-                origin = ("?", "?")
-            elif id(dist) not in dists:
-                origin = dists[id(dist)] = _name_version(dist)
-            else:
-                origin = dists[id(dist)]
-            out.append(Entry(group, ep.name, ep.value, *origin))
+    for ep in (*found.select(group=STEP_GROUP), *found.select(group=TRIGGER_GROUP)):
+        dist = ep.dist
+        if dist is None:
+            origin = ("?", "?")
+        elif id(dist) not in dists:
+            text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+            origin = dists[id(dist)] = _name_version(text)
+        else:
+            origin = dists[id(dist)]
+        out.append(Entry(ep.group, ep.name, ep.value, *origin))
     return out
 
 
 _HEADER = re.compile(r"^(Name|Version):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
 
 
-def _name_version(dist: Any) -> tuple[str, str]:
+def _name_version(metadata: str) -> tuple[str, str]:
     """A distribution's name and version from its metadata's header (the email parser
     that ``dist.metadata`` uses costs more than the whole scan)."""
-    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-    head = dict(_HEADER.findall(text.partition("\n\n")[0]))
+    head = dict(_HEADER.findall(metadata.partition("\n\n")[0]))
     return head.get("Name", "?"), head.get("Version", "?")
 
 

@@ -7,12 +7,14 @@ these functions' output; a test fails if they drift.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from .. import durations
 from .pipeline import ON_ERROR_SCHEMA, Concurrency, Retry
-from .registry import Registry
+from .registry import K, Kinds, Registry, UnknownKind
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 BASE = "https://harkd.dev/schemas/"
@@ -35,10 +37,16 @@ PIPELINE_MCP: dict[str, Any] = {
 }
 
 
-def pipeline_schema(registry: Registry) -> dict[str, Any]:
-    step_props: dict[str, Any] = {
-        name: kind.schema() for name, kind in sorted(registry.steps.items())
-    }
+def pipeline_schema(registry: Registry, steps: Iterable[str] | None = None,
+                    triggers: Iterable[str] | None = None) -> dict[str, Any]:
+    """The schema of a pipeline file with every kind of ``registry``; with ``steps`` and
+    ``triggers``, with just those kinds (those the registry knows), which imports no
+    other: a document that names no other kind is valid under it exactly when it is
+    valid under the whole schema (each kind is a property of its own, and ``oneOf``
+    counts only the kinds a step names)."""
+    step_kinds = _kinds(registry.steps, steps)
+    trigger_kinds = _kinds(registry.triggers, triggers)
+    step_props: dict[str, Any] = {name: kind.schema() for name, kind in step_kinds}
     step_props["as"] = {
         "type": "string",
         "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -51,7 +59,7 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
     }
     step_props["retry"] = Retry.SCHEMA
     step_props["on_error"] = ON_ERROR_SCHEMA
-    kinds = sorted(registry.steps)
+    kinds = [name for name, _ in step_kinds]
     step = {
         "type": "object",
         "description": "One step: a one-key mapping {STEP: params}, with optional as, when, "
@@ -73,9 +81,7 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
             "trigger": {
                 "type": "object",
                 "description": "What starts a run: exactly one trigger.",
-                "properties": {
-                    name: kind.schema() for name, kind in sorted(registry.triggers.items())
-                },
+                "properties": {name: kind.schema() for name, kind in trigger_kinds},
                 "additionalProperties": False,
                 "minProperties": 1,
                 "maxProperties": 1,
@@ -97,6 +103,18 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
         },
         "$defs": {"step": step, "steps": STEPS},
     }
+
+
+def _kinds(kinds: Kinds[K], names: Iterable[str] | None) -> list[tuple[str, K]]:
+    """``kinds`` by name, all or the ``names`` it knows (a kind that fails to import is
+    left out, as it is from the whole registry)."""
+    if names is None:
+        return sorted(kinds.items())
+    found = []
+    for name in sorted(set(names) & kinds.known()):
+        with contextlib.suppress(UnknownKind):
+            found.append((name, kinds[name]))
+    return found
 
 
 #: a list of steps; nested kinds (map, parallel, switch, on_error) refer to it

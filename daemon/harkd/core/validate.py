@@ -54,12 +54,13 @@ def renamed_key(path: Iterable[Any], key: str) -> str | None:
 
 
 class _Checks:
-    """One registry's pipeline schema, its quick check, and jsonschema's validator (made
-    only when a document fails the quick check)."""
+    """A pipeline schema of one registry (with all its kinds, or some), its quick check,
+    and jsonschema's validator (made only when a document fails the quick check)."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, steps: frozenset[str] | None = None,
+                 triggers: frozenset[str] | None = None) -> None:
         self.registry = registry
-        self.schema = schema.pipeline_schema(registry)
+        self.schema = schema.pipeline_schema(registry, steps, triggers)
         self.quick: Check | None = compile_check(self.schema)
         self._validator: jsonschema.Draft202012Validator | None = None
 
@@ -71,31 +72,59 @@ class _Checks:
         return self._validator
 
 
-_PIPELINE: dict[int, _Checks] = {}
+_Key = tuple[int, frozenset[str] | None, frozenset[str] | None]
+#: by registry, and the kinds a document names (None: all); a folder's documents name a
+#: few sets of kinds between them
+_PIPELINE: dict[_Key, _Checks] = {}
 
 
-def _checks(registry: Registry) -> _Checks:
-    hit = _PIPELINE.get(id(registry))
+def _checks(registry: Registry, steps: frozenset[str] | None = None,
+            triggers: frozenset[str] | None = None) -> _Checks:
+    key = (id(registry), steps, triggers)
+    hit = _PIPELINE.get(key)
     if hit is None or hit.registry is not registry:
-        hit = _PIPELINE[id(registry)] = _Checks(registry)
+        if len(_PIPELINE) >= 256:
+            _PIPELINE.clear()
+        hit = _PIPELINE[key] = _Checks(registry, steps, triggers)
     return hit
+
+
+def _named(data: Any, registry: Registry) -> tuple[frozenset[str], frozenset[str]]:
+    """The step and trigger kinds a pipeline document may name: every key of its mappings
+    outside ``trigger`` that is a step kind's name (a step nests anywhere in a kind's
+    parameters), and the trigger's keys that are a trigger kind's."""
+    keys: set[Any] = set()
+    stack = [v for k, v in data.items() if k != "trigger"] if isinstance(data, dict) else []
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            keys.update(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    trigger = data.get("trigger") if isinstance(data, dict) else None
+    return (frozenset(registry.steps.known().intersection(keys)),
+            frozenset(registry.triggers.known().intersection(
+                trigger if isinstance(trigger, dict) else ())))
 
 
 def validate_pipeline(
     data: Any, positions: Positions, registry: Registry | None = None
 ) -> list[ConfigError]:
     """Every schema error of one pipeline document, each with its position. A valid
-    document passes :mod:`harkd.core.quickcheck` alone; jsonschema (imported then)
-    finds and words the errors of one that does not."""
+    document passes :mod:`harkd.core.quickcheck` alone, against a schema of just the kinds
+    it names (so a start imports only the kinds its pipelines use); jsonschema (imported
+    then) finds and words the errors of one that does not, against every kind."""
     if data is None:
         return [ConfigError("file is empty; a pipeline needs a trigger and steps",
                             positions.at(""))]
     from . import registry as reg
 
-    checks = _checks(registry or reg.default())
-    if checks.quick is not None and _quick_ok(checks.quick, data):
+    registry = registry or reg.default()
+    named = _checks(registry, *_named(data, registry))
+    if named.quick is not None and _quick_ok(named.quick, data):
         return []
-    errors = list(_shape(checks.validator().iter_errors(data), positions))
+    errors = list(_shape(_checks(registry).validator().iter_errors(data), positions))
     return _dedupe(errors)
 
 
