@@ -12,6 +12,11 @@ both servers); Python under callgrind runs about 50 times slower, so this takes 
 
     .venv/bin/python bench/webhook_instructions.py [--requests 6000]
     .venv/bin/python bench/webhook_instructions.py --tree /tmp/old/daemon  # another tree too
+    .venv/bin/python bench/webhook_instructions.py --keep /tmp/cg  # keep callgrind's files
+
+``--keep`` writes one callgrind file per thread (``--separate-threads=yes``), named
+``<server>-<requests>.<pid>-<thread>``, for ``callgrind_annotate``: the run log's writer
+thread is the one whose top functions are SQLite's.
 
 Needs ``valgrind`` (``apt-get install valgrind``).
 """
@@ -33,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HARKD_PY, HERE, free_port, harkd_cmd, harkd_env, http_status, pipeline_text
+from common import HARKD_PY, HERE, ROOT, free_port, harkd_cmd, harkd_env, http_status, pipeline_text
 
 TEMPLATE = "Hello, {{ input.name | default('world') }}!"
 WIDE = "concurrency: {max: 1024, mode: parallel}\n"
@@ -68,11 +73,15 @@ def requests(port: int, n: int) -> None:
                 buf += chunk
 
 
-def counted(cmd: list[str], env: dict[str, str], port: int, n: int) -> int:
-    """Instructions callgrind counted for ``cmd`` serving ``WARM + n`` requests."""
+def counted(cmd: list[str], env: dict[str, str], port: int, n: int,
+            out: str | None = None) -> int:
+    """Instructions callgrind counted for ``cmd`` serving ``WARM + n`` requests; with
+    ``out``, its files are kept there, one per thread (``out`` gets ``.<pid>-<thread>``)."""
+    where = (["--separate-threads=yes", f"--callgrind-out-file={out}.%p"] if out is not None
+             else ["--callgrind-out-file=/dev/null"])
     with tempfile.NamedTemporaryFile(suffix=".log") as log:
-        proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                                 *cmd], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(["valgrind", "--tool=callgrind", *where, *cmd],
+                                env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                                 stderr=log, start_new_session=True)
         try:
             deadline = time.monotonic() + 300
@@ -93,11 +102,13 @@ def counted(cmd: list[str], env: dict[str, str], port: int, n: int) -> int:
     return int(found[1])
 
 
-def per_request(cmd_for: Callable[[int], list[str]], env: dict[str, str], n: int) -> float:
+def per_request(cmd_for: Callable[[int], list[str]], env: dict[str, str], n: int,
+                keep: str | None = None) -> float:
     counts = []
     for k in (0, n):
         port = free_port()
-        counts.append(counted(cmd_for(port), env, port, k))
+        counts.append(counted(cmd_for(port), env, port, k,
+                              None if keep is None else f"{keep}-{k}"))
     return (counts[1] - counts[0]) / n
 
 
@@ -106,6 +117,10 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=6000)
     ap.add_argument("--tree", action="append", default=[],
                     help="another harkd's daemon/ folder to count too (PYTHONPATH)")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="a folder to keep callgrind's files in, one per thread")
+    ap.add_argument("--no-bare", action="store_true",
+                    help="count only harkd (the table's ratios are then to the first tree)")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
@@ -116,19 +131,29 @@ def main() -> int:
         folder = root / "pipelines"
         folder.mkdir()
         (folder / "hello.yaml").write_text(WIDE + pipeline_text(TEMPLATE))
-        rows: list[tuple[str, float]] = [
-            ("bare aiohttp (bench/bare.py)",
-             per_request(lambda port: [str(HARKD_PY), str(HERE / "bare.py"), str(port)], {}, n))]
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+
+        def keep(name: str) -> str | None:
+            return None if args.keep is None else str(args.keep / name)
+
+        rows: list[tuple[str, float]] = []
+        if not args.no_bare:
+            rows.append(("bare aiohttp (bench/bare.py)", per_request(
+                lambda port: [str(HARKD_PY), str(HERE / "bare.py"), str(port)], {}, n,
+                keep("bare"))))
         for i, tree in enumerate([None, *args.tree]):
-            env = {**harkd_env(root / f"state-{i}")}
-            if tree is not None:
-                env["PYTHONPATH"] = tree
+            # "this tree" is the daemon/ beside this script (a worktree's, run from there),
+            # whichever harkd the interpreter has installed
+            env = {**harkd_env(root / f"state-{i}"), "PYTHONPATH": tree or str(ROOT / "daemon")}
             rows.append((f"harkd ({tree or 'this tree'})", per_request(
-                lambda port: harkd_cmd(folder, port, "--log-level", "warning"), env, n)))
+                lambda port: harkd_cmd(folder, port, "--log-level", "warning"), env, n,
+                keep(f"harkd{i}"))))
     bare = rows[0][1]
     print(f"Instructions per webhook request, {n:,} requests after {WARM} (callgrind, all "
           f"threads, user space)\n")
-    print("| server | instructions per request | / bare |\n|---|---|---|")
+    print(f"| server | instructions per request | / {'first' if args.no_bare else 'bare'} |"
+          "\n|---|---|---|")
     for name, value in rows:
         print(f"| {name} | {value / 1000:,.1f}k | {value / bare:.3f}x |")
     return 0
