@@ -202,6 +202,48 @@ def test_filters_and_pagination(tmp_path: Path) -> None:
         log.close()
 
 
+def test_a_log_made_with_the_old_indexes_opens_without_them(tmp_path: Path) -> None:
+    """Logs written before the status and start-time indexes were dropped lose them when
+    opened, keep their rows, and still answer every filter (and mark their runs left
+    running as interrupted)."""
+    from harkd.runlog import SCHEMA
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    db = sqlite3.connect(folder / FILE)
+    table = SCHEMA[SCHEMA.index("CREATE TABLE"):SCHEMA.index(");") + 2]
+    db.executescript(table + """
+        CREATE INDEX runs_pipeline ON runs (pipeline, seq);
+        CREATE INDEX runs_status ON runs (status, seq);
+        CREATE INDEX runs_started ON runs (started);
+    """)
+    with db:
+        db.executemany("INSERT INTO runs (id, pipeline, version, started, status) "
+                       "VALUES (?, ?, 1, ?, ?)",
+                       [(f"old{i}", "a" if i % 2 else "b", 1000.0 + i,
+                         "running" if i == 3 else "ok" if i < 4 else "error")
+                        for i in range(6)])
+    db.close()
+    log = _log(tmp_path)
+    try:
+        with sqlite3.connect(folder / FILE) as check:
+            names = {r[0] for r in check.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'runs_%'")}
+        assert names == {"runs_pipeline", "runs_running"}
+        assert [r["id"] for r in log.query_sync()] == [f"old{i}" for i in range(5, -1, -1)]
+        assert [r["id"] for r in log.query_sync(status="error")] == ["old5", "old4"]
+        assert [r["id"] for r in log.query_sync(pipeline="a", status="ok")] == ["old1"]
+        assert [r["id"] for r in log.query_sync(since=1001.0, until=1003.0)] == ["old2", "old1"]
+        assert log.get_sync("old3")["status"] == "interrupted"  # type: ignore[index]
+        assert log.query_sync(status="running") == []
+        run = _run("new")
+        log.run_started(run)
+        log.flush_sync()
+        assert [r["id"] for r in log.query_sync(status="running")] == ["new"]
+    finally:
+        log.close()
+
+
 def test_runs_left_running_by_a_crash_are_marked_interrupted(tmp_path: Path) -> None:
     log = _log(tmp_path)
     log.run_started(_run("lost"))
