@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from harkd import yamlfile
@@ -57,3 +60,24 @@ def test_alias_bomb_stops_early() -> None:
         lines.append(f"a{i}: &a{i} [{refs}]")
     with pytest.raises(ConfigError, match="expands to more than"):
         yamlfile.load("bomb.yaml", "\n".join(lines) + "\n")
+
+
+def test_pyyaml_is_imported_without_compiling_what_harkd_never_runs() -> None:
+    """PyYAML's pure-Python reader check is compiled on first use, and still works."""
+    code = (
+        "from harkd import yamlfile\n"
+        "print(yamlfile.load('f.yaml', 'a: 1')[0])\n"
+        "import re, yaml\n"
+        "check = yaml.reader.Reader.NON_PRINTABLE\n"
+        "print(type(check).__name__, check._compiled)\n"
+        "print(re.compile is yamlfile.re.compile, check.search('ok \\u00e9'),\n"
+        "      check.search('a\\x01').start())\n"
+        "try:\n"
+        "    yaml.load('a: \"\\x01\"', Loader=yaml.SafeLoader)\n"
+        "except yaml.reader.ReaderError as exc:\n"
+        "    print('refused', '#x0001' in str(exc))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert r.stdout.splitlines() == ["{'a': 1}", "_OnFirstUse None", "True None 1",
+                                     "refused True"], r.stderr
