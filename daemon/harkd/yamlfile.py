@@ -12,7 +12,6 @@ import functools
 import re
 import sys
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, Position
@@ -41,7 +40,7 @@ class _OnFirstUse:
         return getattr(self._compiled, name)
 
 
-def _import_yaml() -> ModuleType:
+def _import_yaml() -> None:
     """PyYAML, imported on first use (a daemon restarting on unchanged files takes their
     documents from the state folder's cache and never needs it), with its reader's
     ``NON_PRINTABLE`` expression compiled when first used rather than at import:
@@ -49,7 +48,7 @@ def _import_yaml() -> ModuleType:
     88M instructions under callgrind, about 6 ms), and the C loader harkd uses never runs
     it (PyYAML's pure-Python loader, without libyaml, compiles it on its first file)."""
     if "yaml" in sys.modules:
-        return sys.modules["yaml"]
+        return
     compile_ = re.compile
 
     def compile_lazily(pattern: Any, flags: Any = 0) -> Any:
@@ -57,18 +56,19 @@ def _import_yaml() -> ModuleType:
             return _OnFirstUse(pattern)
         return compile_(pattern, flags)
 
-    re.compile = compile_lazily  # type: ignore[assignment]
+    re.compile = compile_lazily
     try:
-        import yaml
+        import yaml  # noqa: F401
     finally:
         re.compile = compile_
-    return yaml
 
 
 @functools.cache
 def _loader() -> type[yaml.SafeLoader]:
     """PyYAML's loader, the C one where PyYAML has libyaml."""
-    yaml = _import_yaml()
+    _import_yaml()
+    import yaml
+
     try:  # the C composer is several times faster on large folders
         return yaml.CSafeLoader  # type: ignore[return-value]
     except AttributeError:  # pragma: no cover - PyYAML built without libyaml
@@ -129,7 +129,8 @@ def read_text(path: str, data: bytes) -> str:
 
 def load(path: str, text: str) -> tuple[Any, Positions]:
     """Parse one YAML document; return its data and the positions of its values."""
-    yaml = _import_yaml()
+    _import_yaml()
+    import yaml
 
     positions = Positions(path)
     try:
@@ -169,7 +170,9 @@ class _Walk:
         self.positions = positions
         self.errors = errors
         self.budget = MAX_NODES
-        yaml = _import_yaml()
+        _import_yaml()
+        import yaml
+
         self.mapping, self.sequence = yaml.MappingNode, yaml.SequenceNode
 
     def node(self, node: yaml.Node, ptr: str) -> None:
