@@ -1,0 +1,101 @@
+"""Instructions to ready (issue 13's cold start): ``harkd run`` with 100 pipelines, first
+start (empty state folder) and restart (the state folder a first start left), and bare
+aiohttp (``bare.py``), each under valgrind's callgrind, which counts what every thread
+runs in user space until the process exits at ready. On a shared host, where a start's
+wall time swings by a third from run to run, this count moves by well under 1%, so it
+tells a change's effect apart from noise.
+
+"Ready" is where ``core.py`` stops its clock: harkd's ``serve`` calling its ready
+callback (the probe of ``startup_phases.py``), bare aiohttp's site listening; each process
+then leaves with ``os._exit``. The interpreters run with ``PYTHONHASHSEED=0`` and their
+modules compiled beforehand. System calls' kernel time and page faults are not counted (a
+start's wall ratio has run 0.05-0.1 above its instruction ratio); Python under callgrind
+runs about 50 times slower, so this takes a minute or two.
+
+    .venv/bin/python bench/startup_instructions.py [--pipelines 100]
+    .venv/bin/python bench/startup_instructions.py --tree /tmp/old/daemon  # another tree too
+
+Needs ``valgrind`` (``apt-get install valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import HARKD_PY, HERE, free_port, harkd_env, write_pipelines
+from startup_phases import PROBE
+
+ROOT = HERE.parent
+#: startup_phases' probe, leaving at ready instead of stopping the daemon
+READY_EXIT = PROBE.replace("started(address); self.stop()",
+                           "started(address); import os; os._exit(0)")
+BARE = """import gc; gc.disable()
+import os, runpy, sys
+import aiohttp.web_runner as runner
+start = runner.TCPSite.start
+async def listening(self):
+    await start(self)
+    os._exit(0)
+runner.TCPSite.start = listening
+sys.argv = sys.argv[1:]  # bare.py PORT
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def count(args: list[str], env: dict[str, str]) -> int:
+    """Instructions callgrind counted for ``python -c ...args``."""
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                        str(HARKD_PY), "-c", *args], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": "0", **env}, timeout=600)
+    found = re.search(r"Collected\s*:\s*(\d+)", r.stderr)
+    if found is None:
+        raise RuntimeError(f"no count from callgrind:\n{r.stderr[-2000:]}")
+    return int(found[1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pipelines", type=int, default=100)
+    ap.add_argument("--tree", action="append", default=[],
+                    help="another harkd's daemon/ folder to count too (PYTHONPATH)")
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    trees = [str(ROOT / "daemon"), *args.tree]
+    for tree in trees:  # a start that compiles modules would count the compiling
+        subprocess.run([str(HARKD_PY), "-m", "compileall", "-q", tree], check=True,
+                       stdout=subprocess.DEVNULL)
+    bare = count([BARE, str(HERE / "bare.py"), str(free_port())], {})
+    rows = [("bare aiohttp (bench/bare.py), to listening", bare)]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "pipelines"
+        write_pipelines(folder, args.pipelines)
+        for i, tree in enumerate(trees):
+            state = Path(tmp) / f"state-{i}"
+            env = {**harkd_env(state), "PYTHONPATH": tree}
+
+            name = "this tree" if i == 0 else tree
+            for what in ("first start, empty state folder", "restart, documents cached"):
+                rows.append((f"harkd ({name}), {what}", count(
+                    [READY_EXIT, "run", "--pipelines", str(folder), "--listen",
+                     f"127.0.0.1:{free_port()}", "--log-level", "warning"], env)))
+    print(f"Instructions to ready, {args.pipelines} pipelines (callgrind, all threads, user "
+          "space)\n")
+    print("| start | instructions | / bare |\n|---|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value / 1e6:,.1f}M | {value / bare:.3f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
