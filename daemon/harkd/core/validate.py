@@ -7,7 +7,6 @@ person would write it: "unknown step 'templat'; did you mean 'template'?".
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +200,8 @@ def _shape(errors: Iterable[ValidationError], positions: Positions) -> Iterable[
 
 
 def _one(err: ValidationError, positions: Positions) -> Iterable[ConfigError]:
+    import difflib  # for wording errors only: a valid document never needs it
+
     path: list[Any] = list(err.absolute_path)
     ptr = pointer(path)
     instance: Any = err.instance
