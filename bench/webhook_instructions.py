@@ -126,6 +126,12 @@ def main() -> int:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
     n = args.requests
+    # Compile every tree's modules first: a start that compiles them (a fresh worktree, a
+    # changed file) would count the compiling in the run with no requests only, and so
+    # lower that tree's figure (by up to 100k a request when the whole tree was fresh).
+    for tree in [str(ROOT / "daemon"), *args.tree]:
+        subprocess.run([str(HARKD_PY), "-m", "compileall", "-q", tree], check=True,
+                       stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         folder = root / "pipelines"
