@@ -50,11 +50,13 @@ def test_records_a_run_with_steps_and_llm_details(tmp_path: Path) -> None:
         run = _run("r1", {"q": "hi"})
         log.run_started(run)
         log.flush_sync()
-        assert log.get_sync("r1")["status"] == "running"  # type: ignore[index]
+        running = log.get_sync("r1")
+        assert running is not None and running["status"] == "running"
+        assert running["error"] is None and running["output"] is None
         log.run_finished(run, RunResult("r1", "ok", output={"a": 1}, duration=0.5))
         log.flush_sync()
         rec = log.get_sync("r1")
-        assert rec is not None
+        assert rec is not None and rec["error"] is None
         assert rec["status"] == "ok" and rec["input"] == {"q": "hi"} and rec["output"] == {"a": 1}
         assert rec["duration_ms"] == 500.0 and rec["trigger"] == "http"
         assert rec["steps"][0]["duration_ms"] == 250.0 and rec["steps"][0]["name"] == "answer"
@@ -181,6 +183,12 @@ def test_a_batch_of_many_runs_is_written_whole_and_in_order(tmp_path: Path) -> N
         got = log.get_sync("m077")
         assert got is not None and (got["input"], got["output"]) == ({"i": 77}, "out 77")
         assert log.get_sync("m070")["error"] == "late"  # type: ignore[index]
+        db = sqlite3.connect(tmp_path / "runs" / FILE)
+        try:  # no error is stored as NULL, not ""
+            assert db.execute("SELECT count(*) FROM runs WHERE error IS NULL").fetchone() \
+                == (n - len(runs[::10]),)
+        finally:
+            db.close()
     finally:
         log.close()
 
@@ -226,9 +234,10 @@ def test_a_log_made_with_the_old_indexes_opens_without_them(tmp_path: Path) -> N
     db.close()
     log = _log(tmp_path)
     try:
-        with sqlite3.connect(folder / FILE) as check:
-            names = {r[0] for r in check.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'runs_%'")}
+        check = sqlite3.connect(folder / FILE)
+        names = {r[0] for r in check.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'runs_%'")}
+        check.close()
         assert names == {"runs_pipeline", "runs_running"}
         assert [r["id"] for r in log.query_sync()] == [f"old{i}" for i in range(5, -1, -1)]
         assert [r["id"] for r in log.query_sync(status="error")] == ["old5", "old4"]

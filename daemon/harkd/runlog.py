@@ -80,9 +80,14 @@ SWEEP_EVERY = 500
 INSERT_ROWS = 64
 _INSERT = ("INSERT OR IGNORE INTO runs (id, pipeline, version, trigger_kind, trigger, started, "
            "input, truncated, status, duration, error, http_status, output, steps) VALUES ")
-_ROW = "(?, ?, ?, ?, ?, ?, ?, ? | ?, ?, ?, ?, ?, ?, ?)"
+#: (an error of ``""`` is stored as NULL: see :func:`~harkd.runrecord.ended`)
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ? | ?, ?, ?, NULLIF(?, ''), ?, ?, ?)"
+_WIDTH = _ROW.count("?")
+_INSERT_FULL = _INSERT + ", ".join([_ROW] * INSERT_ROWS)
+_UPDATE = ("UPDATE runs SET truncated = truncated | ?, status = ?, duration = ?, "
+           "error = NULLIF(?, ''), http_status = ?, output = ?, steps = ? WHERE id = ?")
 #: the ending columns (:data:`~harkd.runrecord.ENDED`) of a row written before its run ends
-_RUNNING = (0, "running", None, None, None, None, None)
+_RUNNING = (0, "running", None, "", None, None, None)
 
 
 @dataclass(frozen=True)
@@ -162,11 +167,26 @@ class RunLog:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = any(i[0] == "stop" for i in items)
-            flushes = [i[1] for i in items if i[0] == "flush"]
+            # One pass sorts the batch (a webhook's run is two items of it).
+            starts: list[Run] = []
+            finished: dict[str, tuple[Run, RunResult]] = {}
+            flushes: list[threading.Event] = []
+            stop = sweep = False
+            for item in items:
+                kind = item[0]
+                if kind == "start":
+                    starts.append(item[1])
+                elif kind == "finish":
+                    finished[item[1].id] = (item[1], item[2])
+                elif kind == "flush":
+                    flushes.append(item[1])
+                elif kind == "stop":
+                    stop = True
+                elif kind == "sweep":
+                    sweep = True
             try:
-                since_sweep += self._write(db, items)
-                if since_sweep >= sweep_every or stop or any(i[0] == "sweep" for i in items):
+                since_sweep += self._write(db, starts, finished)
+                if since_sweep >= sweep_every or stop or sweep:
                     self._sweep(db)
                     since_sweep = 0
             except sqlite3.Error as exc:
@@ -179,44 +199,39 @@ class RunLog:
                 db.close()
                 return
 
-    def _write(self, db: sqlite3.Connection, items: list[tuple[Any, ...]]) -> int:
+    def _write(self, db: sqlite3.Connection, starts: list[Run],
+               finished: dict[str, tuple[Run, RunResult]]) -> int:
         limit = self.limits.max_field
-        finished: dict[str, tuple[Run, RunResult]] = {
-            i[1].id: (i[1], i[2]) for i in items if i[0] == "finish"}
-        inserts: list[tuple[Any, ...]] = []
-        for item in items:
-            if item[0] != "start":
-                continue
-            run = item[1]
+        # The INSERTs' parameters, row after row (no list of row tuples to flatten).
+        params: list[Any] = []
+        for run in starts:
             text, cut = encode(run.input, limit)
             trigger, _ = encode(run.trigger, limit)
+            params += (run.id, run.pipeline.name, run.pipeline.version,
+                       run.trigger.get("kind"), trigger, run.started, text, int(cut))
             done = finished.pop(run.id, None)
             # A run that ended within the batch window is one row, written whole.
-            end = ended(*done, limit) if done is not None else _RUNNING
-            inserts.append((run.id, run.pipeline.name, run.pipeline.version,
-                            run.trigger.get("kind"), trigger, run.started, text, int(cut),
-                            *end))
+            params += ended(*done, limit) if done is not None else _RUNNING
         updates = [(*ended(run, result, limit), run.id) for run, result in finished.values()]
-        if not inserts and not updates:
+        if not params and not updates:
             return 0
         db.execute("BEGIN")
         try:
             # Up to INSERT_ROWS rows a statement: its binding, step and reset (and the GIL
             # let go around the step) are paid once for them all (bench/runlog_cost.py:
             # 26.6 -> 23.3-24.8 us per run).
-            for i in range(0, len(inserts), INSERT_ROWS):
-                part = inserts[i:i + INSERT_ROWS]
-                db.execute(_INSERT + ", ".join([_ROW] * len(part)),
-                           [value for row in part for value in row])
-            db.executemany(
-                "UPDATE runs SET truncated = truncated | ?, status = ?, duration = ?, "
-                "error = ?, http_status = ?, output = ?, steps = ? WHERE id = ?", updates)
+            full = INSERT_ROWS * _WIDTH
+            for i in range(0, len(params), full):
+                part = params[i:i + full]
+                db.execute(_INSERT_FULL if len(part) == full else
+                           _INSERT + ", ".join([_ROW] * (len(part) // _WIDTH)), part)
+            db.executemany(_UPDATE, updates)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self.written += len(inserts) + len(updates)
-        return len(inserts) + len(updates)
+        self.written += len(starts) + len(updates)
+        return len(starts) + len(updates)
 
     def _sweep(self, db: sqlite3.Connection) -> None:
         cutoff = time.time() - self.limits.max_age
