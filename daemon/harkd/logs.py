@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextvars
 import itertools
+import json
 import logging
 import sys
 import threading
@@ -19,7 +20,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from .secrets import REDACTOR
+from .secrets import MASK, REDACTOR
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
@@ -52,7 +53,14 @@ def enabled(level: int) -> bool:
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
-    return {k: REDACTOR(v) if isinstance(v, str) else v for k, v in event.items()}
+    pattern = REDACTOR.pattern
+    if pattern is None:  # no secret known yet: nothing to copy
+        return event
+    return {k: pattern.sub(MASK, v) if isinstance(v, str) else v for k, v in event.items()}
+
+
+#: what a kept line holds as is (anything else as its str())
+_PLAIN = (str, int, float, bool, type(None))
 
 
 TAIL_SIZE = 1000
@@ -75,8 +83,7 @@ class LogTail:
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
-        line = {k: v if isinstance(v, str | int | float | bool | None) else str(v)
-                for k, v in event.items()}
+        line = {k: v if isinstance(v, _PLAIN) else str(v) for k, v in event.items()}
         with self._lock:
             line["seq"] = next(self._seq)
             self.lines.append(line)
@@ -118,6 +125,32 @@ class LogTail:
 TAIL = LogTail()
 
 
+def _fallback(obj: Any) -> Any:
+    """What JSON cannot carry, as structlog's JSON renderer writes it."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+#: the C encoder, made once: ``json.dumps`` with a ``default`` makes an encoder a line.
+#: It has no cycle check (a value that refers to itself goes to json.dumps, which says so)
+_C_ENCODE = (_MAKE_ENCODER(None, _fallback, json.encoder.encode_basestring_ascii, None,
+                           ": ", ", ", False, False, True)
+             if _MAKE_ENCODER is not None else None)
+
+
+def _json_line(event: Mapping[str, Any], **kw: Any) -> str:
+    """A line as ``json.dumps(event, default=...)`` writes it (the renderer's default)."""
+    if _C_ENCODE is not None:
+        try:
+            return "".join(_C_ENCODE(event, 0))
+        except RecursionError:
+            pass
+    return json.dumps(event, default=_fallback)
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Set up structlog for the process (the CLI calls this once)."""
     global LEVEL
@@ -125,7 +158,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     out = stream or sys.stderr
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: Any = (structlog.dev.ConsoleRenderer(colors=out.isatty()) if console
-                     else structlog.processors.JSONRenderer())
+                     else structlog.processors.JSONRenderer(serializer=_json_line))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
