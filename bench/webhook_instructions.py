@@ -4,11 +4,13 @@ under valgrind's callgrind, which counts the instructions every thread of the se
 runs in user space. On a shared host, where wall-clock CPU per request swings by a third
 from run to run, this count does not move, so it tells a change's effect apart from noise.
 
-Each server is run twice: answering ``--requests`` requests after 300 to warm up, and
-answering none after the same warm-up; the difference divided by ``--requests`` is what
-one request costs, with start-up and shutdown cancelled out. Requests go one at a time
-over one keep-alive connection. System calls' kernel time is not counted (the same for
-both servers); Python under callgrind runs about 50 times slower, so this takes minutes.
+Each server is started once outside valgrind (so that both counted runs are restarts on
+the same state folder), then run twice: answering ``--requests`` requests after 300 to
+warm up, and answering none after the same warm-up; the difference divided by
+``--requests`` is what one request costs, with start-up and shutdown cancelled out.
+Requests go one at a time over one keep-alive connection. System calls' kernel time is
+not counted (the same for both servers); Python under callgrind runs about 50 times
+slower, so this takes minutes.
 
     .venv/bin/python bench/webhook_instructions.py [--requests 6000]
     .venv/bin/python bench/webhook_instructions.py --tree /tmp/old/daemon  # another tree too
@@ -102,8 +104,30 @@ def counted(cmd: list[str], env: dict[str, str], port: int, n: int,
     return int(found[1])
 
 
+def primed(cmd: list[str], env: dict[str, str], port: int) -> None:
+    """Start ``cmd`` once, outside valgrind, and serve a few requests: what a first start
+    leaves in the state folder (the compiled-document cache, the run log's database) is
+    then there for both counted runs. Without it the run with no requests was the first
+    start and the other a restart, and the difference of the two took the first start's
+    extra work off the per-request figure (a change to it moved that figure)."""
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while http_status(f"http://127.0.0.1:{port}/readyz", timeout=5) != 200:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd} did not start")
+            time.sleep(0.1)
+        requests(port, 10)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+
+
 def per_request(cmd_for: Callable[[int], list[str]], env: dict[str, str], n: int,
                 keep: str | None = None) -> float:
+    port = free_port()
+    primed(cmd_for(port), env, port)
     counts = []
     for k in (0, n):
         port = free_port()
