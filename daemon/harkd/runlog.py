@@ -42,8 +42,8 @@ FILE = "runs.sqlite3"
 # still ``running`` are indexed by status, for marking them ``interrupted`` at open: a
 # partial index that a run written whole never enters. Logs made before have runs_status
 # (status, seq) and runs_started (started); opening one drops them, keeping its rows.
-# (Without those two: a webhook request 363.6k -> 352.3k instructions, whole daemon,
-# bench/webhook_instructions.py.)
+# (Without those two a webhook request costs the daemon 11.3k fewer instructions, 8.1k of
+# them in the writer thread: bench/webhook_instructions.py, docs/operations.md.)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -219,7 +219,8 @@ class RunLog:
         try:
             # Up to INSERT_ROWS rows a statement: its binding, step and reset (and the GIL
             # let go around the step) are paid once for them all (bench/runlog_cost.py:
-            # 26.6 -> 23.3-24.8 us per run).
+            # 26.6 -> 23.3-24.8 us per run). sqlite3 prepares each size of statement once
+            # and keeps it (about 1M instructions for 64 rows).
             full = INSERT_ROWS * _WIDTH
             for i in range(0, len(params), full):
                 part = params[i:i + full]
