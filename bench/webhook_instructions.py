@@ -75,6 +75,15 @@ def requests(port: int, n: int) -> None:
                 buf += chunk
 
 
+def wait_ready(proc: subprocess.Popen[bytes], port: int, seconds: float, step: float) -> None:
+    """Wait until the server ``proc`` answers /readyz on ``port``."""
+    deadline = time.monotonic() + seconds
+    while http_status(f"http://127.0.0.1:{port}/readyz", timeout=5) != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.args!r} did not start")
+        time.sleep(step)
+
+
 def counted(cmd: list[str], env: dict[str, str], port: int, n: int,
             out: str | None = None) -> int:
     """Instructions callgrind counted for ``cmd`` serving ``WARM + n`` requests; with
@@ -86,11 +95,7 @@ def counted(cmd: list[str], env: dict[str, str], port: int, n: int,
                                 env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                                 stderr=log, start_new_session=True)
         try:
-            deadline = time.monotonic() + 300
-            while http_status(f"http://127.0.0.1:{port}/readyz", timeout=5) != 200:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{cmd} did not start under valgrind")
-                time.sleep(0.5)
+            wait_ready(proc, port, 300, 0.5)
             requests(port, WARM)
             requests(port, n)
             time.sleep(1.0)
@@ -113,11 +118,7 @@ def primed(cmd: list[str], env: dict[str, str], port: int) -> None:
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while http_status(f"http://127.0.0.1:{port}/readyz", timeout=5) != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd} did not start")
-            time.sleep(0.1)
+        wait_ready(proc, port, 60, 0.1)
         requests(port, 10)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
