@@ -68,3 +68,18 @@ def test_settings_table_is_documented() -> None:
     for s in settings.TABLE:
         assert f"`{s.key}`" in readme, f"README does not document {s.key}"
         assert s.env in readme, f"README does not name {s.env}"
+
+
+def test_substitution_reaches_every_string_and_leaves_a_plain_document_alone() -> None:
+    from harkd.secrets import substitute
+    from harkd.yamlfile import Positions
+
+    plain = {"steps": [{"template": "hi {{ input }}"}, {"http": {"url": "x", "n": 1}}]}
+    assert substitute(plain, Positions("p.yaml"), {})[0] is plain
+    deep = {"steps": [{"http": {"headers": [{"a": "$${env:A}"}, "k ${env:A} ${env:B:-b}"]}}]}
+    out, errors = substitute(deep, Positions("p.yaml"), {"A": "1"})
+    assert errors == []
+    assert out == {"steps": [{"http": {"headers": [{"a": "${env:A}"}, "k 1 b"]}}]}
+    _, errors = substitute({"x": [[["${env:NOPE}"]]]}, Positions("p.yaml"), {})
+    assert [e.message for e in errors] == [
+        "environment variable NOPE is not set (write ${env:NOPE:-default} to give a default)"]

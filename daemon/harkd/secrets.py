@@ -72,6 +72,8 @@ def substitute(
     ``$${env:X}`` stays as the literal text ``${env:X}``. Returns the new data and one
     error per unset variable without a default.
     """
+    if not _refers(data):  # most documents: no copy, and no pointer made per value
+        return data, []
     env = os.environ if environ is None else environ
     errors: list[ConfigError] = []
 
@@ -109,3 +111,18 @@ def substitute(
         return obj
 
     return walk(data, ""), errors
+
+
+def _refers(data: Any) -> bool:
+    """Whether a string in ``data`` holds ``${`` (what :func:`substitute` looks for)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "${" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
