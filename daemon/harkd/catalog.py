@@ -33,7 +33,7 @@ from .core.doccache import DocCache
 from .core.loader import Loaded, digest, discover, load_file, pipeline_name
 from .errors import ConfigError, HarkError
 from .services import Services
-from .settings import build_settings
+from .settings import Settings, build_settings
 
 log = structlog.get_logger("harkd.catalog")
 
@@ -107,6 +107,8 @@ class Catalog:
         #: folder); saved after a scan, and a second after the last change otherwise
         self.cache: DocCache | None = None
         self._save_later: asyncio.TimerHandle | None = None
+        #: what builders read of the daemon's settings, made once per Settings object
+        self._built: tuple[Settings, dict[str, Any]] | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Catalog]:
@@ -182,7 +184,7 @@ class Catalog:
 
     async def _settled_load(self, path: Path) -> Loaded:
         """Load a file; if it fails while it is still being written, wait and load again."""
-        settings = build_settings(self.services.settings)
+        settings = self._builder_settings()
         for _ in range(5):
             before = _stamp(path)
             loaded = load_file(path, registry=self.services.registry, settings=settings,
@@ -203,6 +205,14 @@ class Catalog:
             if _stamp(path) == before:
                 return loaded
         return loaded
+
+    def _builder_settings(self) -> dict[str, Any]:
+        """:func:`~harkd.settings.build_settings` of the daemon's settings (read-only for
+        builders), made again only when they change: a start asks once a file."""
+        current = self.services.settings
+        if self._built is None or self._built[0] is not current:
+            self._built = (current, build_settings(current))
+        return self._built[1]
 
     async def _apply(self, loaded: Loaded) -> Entry | None:
         name = loaded.name
