@@ -11,7 +11,6 @@ import asyncio
 import collections
 import contextvars
 import itertools
-import json
 import logging
 import sys
 import threading
@@ -21,6 +20,7 @@ from typing import Any, TextIO
 import structlog
 
 from .secrets import MASK, REDACTOR
+from .values import text_encoder
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
@@ -133,22 +133,13 @@ def _fallback(obj: Any) -> Any:
         return repr(obj)
 
 
-_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-#: the C encoder, made once: ``json.dumps`` with a ``default`` makes an encoder a line.
-#: It has no cycle check (a value that refers to itself goes to json.dumps, which says so)
-_C_ENCODE = (_MAKE_ENCODER(None, _fallback, json.encoder.encode_basestring_ascii, None,
-                           ": ", ", ", False, False, True)
-             if _MAKE_ENCODER is not None else None)
+#: a line as ``json.dumps(event, default=_fallback)`` writes it (JSONRenderer's default
+#: serializer), without making an encoder a line
+_LINE = text_encoder(_fallback, ascii=True, separators=(", ", ": "))
 
 
-def _json_line(event: Mapping[str, Any], **kw: Any) -> str:
-    """A line as ``json.dumps(event, default=...)`` writes it (the renderer's default)."""
-    if _C_ENCODE is not None:
-        try:
-            return "".join(_C_ENCODE(event, 0))
-        except RecursionError:
-            pass
-    return json.dumps(event, default=_fallback)
+def _json_line(event: Mapping[str, Any], **_: Any) -> str:
+    return _LINE(event)
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:

@@ -10,20 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from .secrets import MASK as MASK_SECRET
 from .secrets import REDACTOR
-from .values import jsonable, orjson_module
+from .values import jsonable, orjson_module, text_encoder
 
 if TYPE_CHECKING:
     from .core.run import Run, RunResult
 
 MARK = "…[truncated]"
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=jsonable)
-#: the C encoder itself, made once: ``JSONEncoder.encode`` builds a new one per call (it has
-#: no cycle check; a value that refers to itself takes the slow path below and fails there
-#: as json.dumps does)
-_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
-_C_ENCODE = (_MAKE_ENCODER(None, jsonable, json.encoder.encode_basestring, None, ":", ",",
-                           False, False, True) if _MAKE_ENCODER is not None else None)
+#: the standard library's encoder, for what orjson refuses
+_STDLIB = text_encoder(jsonable, ascii=False, separators=(",", ":"))
 
 
 @functools.cache
@@ -48,13 +43,7 @@ def _json(value: Any) -> str:
         text: str = dumps(value, default=jsonable, option=option).decode()
         return text
     except TypeError:
-        pass
-    if _C_ENCODE is not None:
-        try:
-            return "".join(_C_ENCODE(value, 0))
-        except RecursionError:
-            pass
-    return _ENCODER.encode(value)
+        return _STDLIB(value)
 
 
 _ENCODE = _json

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError
+from .values import nodes
 from .yamlfile import Positions, escape
 
 _REF = re.compile(r"\$(\$?)\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -115,14 +116,4 @@ def substitute(
 
 def _refers(data: Any) -> bool:
     """Whether a string in ``data`` holds ``${`` (what :func:`substitute` looks for)."""
-    stack = [data]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if "${" in value:
-                return True
-        elif isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
+    return any(isinstance(value, str) and "${" in value for value in nodes(data))

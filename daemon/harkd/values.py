@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -35,6 +36,42 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)
     return str(obj)
+
+
+def nodes(value: Any) -> Iterator[Any]:
+    """Every value in a JSON-like document: ``value``, then what its mappings and lists
+    hold, depth first (in no promised order)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        yield item
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def text_encoder(default: Callable[[Any], Any], *, ascii: bool,
+                 separators: tuple[str, str]) -> Callable[[Any], str]:
+    """``json.dumps(value, default=default, ensure_ascii=ascii, separators=separators)``
+    with the standard library's C encoder made once (``json.dumps`` and
+    ``JSONEncoder.encode`` make one a call). That encoder has no cycle check: a value
+    that refers to itself (or nests too deep) goes to the standard encoder, which raises
+    as json.dumps does."""
+    slow = json.JSONEncoder(ensure_ascii=ascii, separators=separators, default=default)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - a Python built without _json
+        return slow.encode
+    strings = json.encoder.encode_basestring_ascii if ascii else json.encoder.encode_basestring
+    fast = make(None, default, strings, None, separators[1], separators[0], False, False, True)
+
+    def encode(value: Any) -> str:
+        try:
+            return "".join(fast(value, 0))
+        except RecursionError:
+            return slow.encode(value)
+
+    return encode
 
 
 # -- JSON on the hot paths (the gateway, the router's OpenAI calls) ----------------------

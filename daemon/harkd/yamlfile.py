@@ -129,12 +129,12 @@ def read_text(path: str, data: bytes) -> str:
 
 def load(path: str, text: str) -> tuple[Any, Positions]:
     """Parse one YAML document; return its data and the positions of its values."""
-    _import_yaml()
+    load_with = _loader()  # imports PyYAML
     import yaml
 
     positions = Positions(path)
     try:
-        loader = _loader()(text)
+        loader = load_with(text)
         try:
             node = loader.get_single_node()
             if node is None:
@@ -170,8 +170,7 @@ class _Walk:
         self.positions = positions
         self.errors = errors
         self.budget = MAX_NODES
-        _import_yaml()
-        import yaml
+        import yaml  # (load imported it)
 
         self.mapping, self.sequence = yaml.MappingNode, yaml.SequenceNode
 

@@ -340,9 +340,9 @@ def _scan_folders() -> list[Entry] | None:
             if key in seen:
                 continue
             seen.add(key)
-            path = f"{folder or '.'}/{name}"
+            path = os.path.join(folder or ".", name)
             try:
-                with open(f"{path}/entry_points.txt", encoding="utf-8") as f:
+                with open(os.path.join(path, "entry_points.txt"), encoding="utf-8") as f:
                     text = f.read()
             except OSError:  # none, or an .egg-info that is a file
                 continue

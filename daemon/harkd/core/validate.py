@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..values import nodes
 from ..yamlfile import Positions, pointer
 from . import schema
 from .pipeline import STEP_META
@@ -92,16 +93,12 @@ def _named(data: Any, registry: Registry) -> tuple[frozenset[str], frozenset[str
     """The step and trigger kinds a pipeline document may name: every key of its mappings
     outside ``trigger`` that is a step kind's name (a step nests anywhere in a kind's
     parameters), and the trigger's keys that are a trigger kind's."""
+    doc = data if isinstance(data, dict) else {}
     keys: set[Any] = set()
-    stack = [v for k, v in data.items() if k != "trigger"] if isinstance(data, dict) else []
-    while stack:
-        value = stack.pop()
+    for value in nodes([v for k, v in doc.items() if k != "trigger"]):
         if isinstance(value, dict):
             keys.update(value)
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    trigger = data.get("trigger") if isinstance(data, dict) else None
+    trigger = doc.get("trigger")
     return (frozenset(registry.steps.known().intersection(keys)),
             frozenset(registry.triggers.known().intersection(
                 trigger if isinstance(trigger, dict) else ())))
