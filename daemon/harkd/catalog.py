@@ -44,7 +44,7 @@ BIND_TIMEOUT = 30.0
 SETTLED_NS = 2_000_000_000
 
 
-@dataclass
+@dataclass(eq=False)
 class Serving:
     """A long-lived trigger running in the catalog's task group."""
 
@@ -63,7 +63,7 @@ class TriggerEnded(HarkError, RuntimeError):
     while binding."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Entry:
     """One pipeline name: the version serving now (if any) and the state of its file."""
 

@@ -78,7 +78,7 @@ TABLE: tuple[Setting, ...] = (
 BY_KEY = {s.key: s for s in TABLE}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Settings:
     """Resolved settings of one daemon. Inert: build it with :func:`load`."""
 

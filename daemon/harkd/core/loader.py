@@ -48,7 +48,7 @@ def _stem(file: str) -> str:
     return os.path.splitext(os.path.basename(file))[0]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Loaded:
     """The outcome of loading one file: a pipeline, or the errors that stopped it."""
 

@@ -93,7 +93,7 @@ class Retry:
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StepSpec:
     """One compiled step and its meta keys (``as``, ``when``, ``retry``, ``on_error``).
 
@@ -114,7 +114,7 @@ class StepSpec:
 Steps = tuple[StepSpec, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Pipeline:
     """One version of one pipeline file, compiled."""
 
@@ -137,7 +137,7 @@ class Pipeline:
     gateway: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class Build:
     """What a builder knows while it compiles one kind's parameters.
 

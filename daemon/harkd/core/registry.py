@@ -38,7 +38,7 @@ TRIGGER_GROUP = "harkd.triggers"
 JSON = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StepKind:
     """A kind of step: its name, the JSON Schema of its parameters, and its builder.
 
@@ -66,7 +66,7 @@ class StepKind:
         return {"description": self.summary, "anyOf": [main, params]}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TriggerKind:
     """A kind of trigger: its name, the JSON Schema of its parameters, and its builder."""
 
@@ -83,7 +83,7 @@ class TriggerKind:
         return params
 
 
-@dataclass
+@dataclass(eq=False)
 class Problem:
     """A plugin that failed to load: reported by ``harkd plugins`` and disabled alone."""
 

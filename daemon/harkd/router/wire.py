@@ -17,6 +17,7 @@ connection, and only when not a byte of an answer arrived.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ssl
 import urllib.parse
 import zlib
@@ -155,13 +156,11 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait(self) -> None:
-        """Until bytes arrive or the connection ends (the callers look again)."""
+    def _wait(self) -> asyncio.Future[None]:
+        """A future done when bytes arrive or the connection ends (the callers look
+        again). Awaited as it is: a coroutine around it cost a frame per wait."""
         waiter = self._waiter = self._loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter
 
     # -- one exchange --------------------------------------------------------------
 
@@ -174,15 +173,15 @@ class _Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and not self._eof
 
-    async def _more(self, got_any: bool) -> None:
-        """Wait for more bytes (the callers look at the buffer again); raise if the
-        connection has ended."""
+    def _more(self, got_any: bool) -> asyncio.Future[None]:
+        """What to await for more bytes (the callers look at the buffer again); raises
+        if the connection has ended."""
         if self._eof:
             if not got_any:
                 raise _Stale("the connection was closed before the answer began")
             raise WireError("the connection was closed in the middle of the answer"
                             + (f": {self._error}" if self._error else ""))
-        await self._wait()
+        return self._wait()
 
     async def _until(self, marker: bytes, start: int, got_any: bool) -> int:
         while (i := self._buffer.find(marker, start)) < 0:
@@ -203,12 +202,16 @@ class _Connection(asyncio.Protocol):
         """Send ``request`` and read its answer; also whether the connection may be
         used again."""
         assert self.transport is not None
-        self._buffer.clear()
+        buffer = self._buffer
+        buffer.clear()
         self.transport.write(request)
         while True:
-            end = await self._until(b"\r\n\r\n", 0, False)
-            head = bytes(self._buffer[:end]).decode("latin-1")
-            del self._buffer[:end + 4]
+            # The head usually comes whole in one read: looked for here, without _until.
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                end = await self._until(b"\r\n\r\n", 0, False)
+            head = buffer[:end].decode("latin-1")
+            del buffer[:end + 4]
             status_line, _, rest = head.partition("\r\n")
             version, _, tail = status_line.partition(" ")
             try:
@@ -234,7 +237,11 @@ class _Connection(asyncio.Protocol):
                 n = int(length)
             except ValueError:
                 raise WireError(f"a malformed Content-Length: {length[:40]!r}") from None
-            body = await self._take(n)
+            if len(buffer) >= n:  # all of it is here (the usual case): no coroutine
+                body = bytes(buffer[:n])
+                del buffer[:n]
+            else:
+                body = await self._take(n)
         else:
             reuse = False
             while not self._eof:
@@ -287,7 +294,11 @@ class WirePool:
     def __init__(self, limit: int = LIMIT, user_agent: str = "harkd") -> None:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._limit = limit
-        self._slots = asyncio.Semaphore(limit)
+        #: connections that may still be opened or used, and the calls waiting for one
+        #: (first come, first served): a counter, not an asyncio.Semaphore, whose
+        #: ``async with`` cost three coroutines a call
+        self._free = limit
+        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tls: ssl.SSLContext | None = None
         self._user_agent = user_agent
@@ -322,9 +333,14 @@ class WirePool:
             # Connections belong to the loop that opened them (a library user may run
             # several loops one after another): start afresh on a new one.
             self.close()
-            self._slots = asyncio.Semaphore(self._limit)
+            self._free = self._limit
+            self._queue.clear()
             self._loop = loop
-        async with self._slots:
+        if self._free:
+            self._free -= 1
+        else:
+            await self._slot(loop)
+        try:
             conn = self._reusable(origin)
             if conn is not None:
                 try:
@@ -332,6 +348,29 @@ class WirePool:
                 except _Stale:
                     pass  # the server closed it while it was idle: once more, anew
             return await self._exchange(origin, await self._connect(origin), request)
+        finally:
+            self._release()
+
+    async def _slot(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for a call to give its connection slot to this one."""
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._queue.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # given a slot, then cancelled: it goes to the next
+            raise
+
+    def _release(self) -> None:
+        """Give a slot back: to the first call still waiting, or to the free ones."""
+        queue = self._queue
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():  # a cancelled one is left out
+                waiter.set_result(None)
+                return
+        self._free += 1
 
     def _head(self, origin: Origin, path: str, headers: Mapping[str, str]) -> bytes:
         """The request line and headers but Content-Length, each line ended."""

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("harkd.step")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TemplateStep:
     """Render text; the output is the rendered string (or a native value for a single
     ``{{ expression }}``)."""
@@ -44,7 +44,7 @@ TEMPLATE = StepKind(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SetStep:
     """Evaluate expressions into ``vars``; the input passes on unchanged."""
 
@@ -80,7 +80,7 @@ SET = StepKind(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LogStep:
     """Write a structured log line with the rendered message; the input passes on."""
 

@@ -66,7 +66,7 @@ def _type_name(value: Any) -> str:
 # -- map ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MapStep:
     """Run ``steps`` once per item of ``over``; the output is the list of their outputs,
     in the order of the items. Each item is the ``input`` of its sub-steps."""
@@ -153,7 +153,7 @@ class Branch:
     on_error: Literal["continue"] | Steps | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ParallelStep:
     """Run every branch at once on the same input; the output maps branch names to their
     outputs. A failing branch fails the step (cancelling the others) unless it has its own
@@ -242,7 +242,7 @@ class Case:
     steps: Steps
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SwitchStep:
     """Run the steps of the first case whose ``when`` is true (a case without ``when`` is
     the default); with no match the input passes on. The case's last step may stream."""

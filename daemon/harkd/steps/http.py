@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 MAX_RESPONSE = 10 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HttpStep:
     """Send one request; the output is the parsed JSON response, or its text."""
 

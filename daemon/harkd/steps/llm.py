@@ -42,7 +42,7 @@ class ToolRef:
     mcp: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LLMStep:
     """One compiled ``llm`` step; see the module docstring."""
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..core.run import Run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PipelineStep:
     """Run the named pipeline's current version; the output is its result."""
 

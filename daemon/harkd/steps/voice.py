@@ -55,7 +55,7 @@ def _audio_of(data: Any) -> tuple[Audio, str | None, dict[str, Any] | None]:
                     f"bytes, or a .wav path (got {type(data).__name__})", status=400)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SttStep:
     """Transcribe the input audio with Whisper; the output is the text.
 
@@ -180,7 +180,7 @@ STT = StepKind(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TtsStep:
     """Synthesize the input text (or a stream of it) sentence by sentence.
 
@@ -275,7 +275,7 @@ TTS = StepKind(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PlayStep:
     """Play speech: to the WebSocket client that started the run, else to an output device.
 

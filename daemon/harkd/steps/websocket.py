@@ -32,7 +32,7 @@ MAX_MESSAGE = 4 * 1024 * 1024
 MAX_MESSAGES = 10_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WebSocketStep:
     """One exchange with a remote WebSocket; see the module docstring."""
 

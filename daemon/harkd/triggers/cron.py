@@ -51,7 +51,7 @@ MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", 
 MAX_SLEEP = 30.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CronTrigger:
     """A compiled cron trigger."""
 

@@ -219,7 +219,7 @@ def trigger_data(request: web.Request, kind: str = "http") -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HttpTrigger:
     """A compiled webhook."""
 

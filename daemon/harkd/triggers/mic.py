@@ -153,7 +153,7 @@ PARAMS: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MicTrigger:
     """A compiled mic trigger: its validated options; the live listeners by pipeline."""
 

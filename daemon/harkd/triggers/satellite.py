@@ -38,7 +38,7 @@ URI_SCHEMA: dict[str, Any] = {"type": "string", "pattern": _URI.pattern,
                               "description": "tcp://HOST:PORT of a wyoming-satellite."}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SatelliteTrigger:
     """A compiled satellite trigger; ``live`` holds the links of the bound version."""
 

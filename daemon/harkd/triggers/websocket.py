@@ -106,7 +106,7 @@ class Connections:
                                for ws in list(self.sockets)), return_exceptions=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WebSocketTrigger:
     """A compiled WebSocket endpoint."""
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 SERVES = ("asr", "tts", "handle")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WyomingTrigger:
     """A compiled Wyoming listener."""
 
