@@ -22,10 +22,8 @@ Needs ``valgrind`` (``apt-get install valgrind``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import callgrind
 from common import HARKD_PY, HERE, free_port, harkd_env, write_pipelines
 from startup_phases import PROBE
 
-ROOT = HERE.parent
 #: startup_phases' probe, leaving at ready instead of stopping the daemon
 READY_EXIT = PROBE.replace("started(address); self.stop()",
                            "started(address); import os; os._exit(0)")
@@ -65,18 +63,12 @@ def count(args: list[str], env: dict[str, str]) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = callgrind.parser(__doc__, keep=False)
     ap.add_argument("--pipelines", type=int, default=100)
-    ap.add_argument("--tree", action="append", default=[],
-                    help="another harkd's daemon/ folder to count too (PYTHONPATH)")
     args = ap.parse_args()
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+    trees = callgrind.trees(args.tree)
+    if trees is None:
         return 2
-    trees = [str(ROOT / "daemon"), *args.tree]
-    for tree in trees:  # a start that compiles modules would count the compiling
-        subprocess.run([str(HARKD_PY), "-m", "compileall", "-q", tree], check=True,
-                       stdout=subprocess.DEVNULL)
     bare = count([BARE, str(HERE / "bare.py"), str(free_port())], {})
     rows = [("bare aiohttp (bench/bare.py), to listening", bare)]
     with tempfile.TemporaryDirectory() as tmp:

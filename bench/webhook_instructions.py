@@ -25,22 +25,18 @@ Needs ``valgrind`` (``apt-get install valgrind``).
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
-import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HARKD_PY, HERE, ROOT, free_port, harkd_cmd, harkd_env, http_status, pipeline_text
+import callgrind
+from callgrind import Spec
+from common import HARKD_PY, HERE, free_port, harkd_cmd, harkd_env, pipeline_text
 
 TEMPLATE = "Hello, {{ input.name | default('world') }}!"
 WIDE = "concurrency: {max: 1024, mode: parallel}\n"
@@ -75,88 +71,44 @@ def requests(port: int, n: int) -> None:
                 buf += chunk
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, seconds: float, step: float) -> None:
-    """Wait until the server ``proc`` answers /readyz on ``port``."""
-    deadline = time.monotonic() + seconds
-    while http_status(f"http://127.0.0.1:{port}/readyz", timeout=5) != 200:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.args!r} did not start")
-        time.sleep(step)
-
-
-def counted(cmd: list[str], env: dict[str, str], port: int, n: int,
-            out: str | None = None) -> int:
-    """Instructions callgrind counted for ``cmd`` serving ``WARM + n`` requests; with
-    ``out``, its files are kept there, one per thread (``out`` gets ``.<pid>-<thread>``)."""
-    where = (["--separate-threads=yes", f"--callgrind-out-file={out}.%p"] if out is not None
-             else ["--callgrind-out-file=/dev/null"])
-    with tempfile.NamedTemporaryFile(suffix=".log") as log:
-        proc = subprocess.Popen(["valgrind", "--tool=callgrind", *where, *cmd],
-                                env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                stderr=log, start_new_session=True)
-        try:
-            wait_ready(proc, port, 300, 0.5)
-            requests(port, WARM)
-            requests(port, n)
-            time.sleep(1.0)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(120)
-        text = Path(log.name).read_text(errors="replace")
-    found = re.search(r"Collected\s*:\s*(\d+)", text)
-    if found is None:
-        raise RuntimeError(f"no count from callgrind:\n{text[-2000:]}")
-    return int(found[1])
-
-
-def primed(cmd: list[str], env: dict[str, str], port: int) -> None:
-    """Start ``cmd`` once, outside valgrind, and serve a few requests: what a first start
-    leaves in the state folder (the compiled-document cache, the run log's database) is
-    then there for both counted runs. Without it the run with no requests was the first
-    start and the other a restart, and the difference of the two took the first start's
-    extra work off the per-request figure (a change to it moved that figure)."""
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_ready(proc, port, 60, 0.1)
-        requests(port, 10)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
-
-
 def per_request(cmd_for: Callable[[int], list[str]], env: dict[str, str], n: int,
                 keep: str | None = None) -> float:
+    """Instructions per request: the server started once outside valgrind (serving a
+    few requests), then counted twice, answering ``n`` requests after ``WARM`` and none.
+
+    Priming leaves what a first start makes in the state folder (the compiled-document
+    cache, the run log's database) there for both counted runs. Without it the run with
+    no requests was the first start and the other a restart, and the difference of the
+    two took the first start's extra work off the per-request figure (a change to it
+    moved that figure)."""
+    def spec(port: int) -> Spec:
+        return Spec(cmd_for(port), env, f"http://127.0.0.1:{port}/readyz")
+
     port = free_port()
-    primed(cmd_for(port), env, port)
+    callgrind.run([spec(port)], lambda: requests(port, 10), counted=False)
     counts = []
     for k in (0, n):
         port = free_port()
-        counts.append(counted(cmd_for(port), env, port, k,
-                              None if keep is None else f"{keep}-{k}"))
+
+        def drive(port: int = port, k: int = k) -> None:
+            requests(port, WARM)
+            requests(port, k)
+
+        counts += callgrind.run([spec(port)], drive,
+                                keep=[None if keep is None else f"{keep}-{k}"])
     return (counts[1] - counts[0]) / n
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = callgrind.parser(__doc__)
     ap.add_argument("--requests", type=int, default=6000)
-    ap.add_argument("--tree", action="append", default=[],
-                    help="another harkd's daemon/ folder to count too (PYTHONPATH)")
-    ap.add_argument("--keep", type=Path, default=None,
-                    help="a folder to keep callgrind's files in, one per thread")
     ap.add_argument("--no-bare", action="store_true",
                     help="count only harkd (the table's ratios are then to the first tree)")
     args = ap.parse_args()
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+    trees = callgrind.trees(args.tree)
+    if trees is None:
         return 2
     n = args.requests
-    # Compile every tree's modules first: a start that compiles them (a fresh worktree, a
-    # changed file) would count the compiling in the run with no requests only, and so
-    # lower that tree's figure (by up to 100k a request when the whole tree was fresh).
-    for tree in [str(ROOT / "daemon"), *args.tree]:
-        subprocess.run([str(HARKD_PY), "-m", "compileall", "-q", tree], check=True,
-                       stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         folder = root / "pipelines"
@@ -173,11 +125,11 @@ def main() -> int:
             rows.append(("bare aiohttp (bench/bare.py)", per_request(
                 lambda port: [str(HARKD_PY), str(HERE / "bare.py"), str(port)], {}, n,
                 keep("bare"))))
-        for i, tree in enumerate([None, *args.tree]):
+        for i, tree in enumerate(trees):
             # "this tree" is the daemon/ beside this script (a worktree's, run from there),
             # whichever harkd the interpreter has installed
-            env = {**harkd_env(root / f"state-{i}"), "PYTHONPATH": tree or str(ROOT / "daemon")}
-            rows.append((f"harkd ({tree or 'this tree'})", per_request(
+            env = {**harkd_env(root / f"state-{i}"), "PYTHONPATH": tree}
+            rows.append((f"harkd ({tree if i else 'this tree'})", per_request(
                 lambda port: harkd_cmd(folder, port, "--log-level", "warning"), env, n,
                 keep(f"harkd{i}"))))
     bare = rows[0][1]
