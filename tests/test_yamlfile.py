@@ -38,6 +38,36 @@ def test_duplicate_keys_are_errors() -> None:
     assert (info.value.line, info.value.column) == (3, 1)
 
 
+@pytest.mark.parametrize("text", [
+    "a: 1\nb: [1, 2.5, yes, no, null, ~, on, '3', \"x\"]\nc: {e: 0x1f, f: 1_000, g: .inf}\n",
+    "1: a\ntrue: b\n~: c\n3.5: d\n",  # keys that are not strings, as PyYAML makes them
+    "when: 2020-01-01\nat: 2001-12-14t21:59:43.10-05:00\nsexagesimal: 190:20:30\n",
+    "base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  z: 3\n",  # a merge key: PyYAML builds it
+    "a: &x [1, 2]\nb: *x\n",
+    "a: !!str 3\nb: !!int '7'\nc: !!float '1'\nd: !!binary aGVsbG8=\ne: !!set {x}\n",
+    "- a\n- b: c\n- [d, {e: [f]}]\n",
+    "just a string\n",
+])
+def test_data_is_what_pyyamls_constructor_makes(text: str) -> None:
+    """The walk builds plain documents itself and hands the rest to PyYAML: either
+    way, the same values of the same types as PyYAML's own safe loader."""
+    import yaml
+
+    data, _ = yamlfile.load("f.yaml", text)
+    expected = yaml.load(text, Loader=yaml.CSafeLoader)
+    assert data == expected
+    assert repr(data) == repr(expected)  # True is not 1, 1.0 is not 1
+
+
+def test_unknown_tags_and_unhashable_keys_are_errors_at_their_place() -> None:
+    for text, message in (("a: !custom x\n", "could not determine a constructor"),
+                          ("? [a, b]\n: c\n", "found unhashable key")):
+        with pytest.raises(ConfigError) as info:
+            yamlfile.load("f.yaml", text)
+        assert message in info.value.message
+        assert info.value.line == 1 and info.value.column > 1
+
+
 def test_empty_document_is_none() -> None:
     assert yamlfile.load("e.yaml", "")[0] is None
     assert yamlfile.load("e.yaml", "# only a comment\n")[0] is None
