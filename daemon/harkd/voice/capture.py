@@ -116,7 +116,11 @@ class Capture:
         resampler = Resampler(self.rate, self.channels)
         while True:
             try:
-                await asyncio.wait_for(self._ready.wait(), self.stall)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                # comes as the wait finishes (a block arrived), and the caller's task
+                # then goes on reading frames after it was told to stop.
+                async with asyncio.timeout(self.stall):
+                    await self._ready.wait()
             except TimeoutError:
                 active = self._stream is not None and self._stream.active
                 raise DeviceLost(f"no audio for {self.stall:g}s from {self.device or 'default'}"
