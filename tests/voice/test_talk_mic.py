@@ -38,7 +38,12 @@ async def test_talk_mic_sends_speech_and_prints_the_reply(
         ready = await asyncio.wait_for(proc.stderr.readline(), 60)
         assert b"listening on" in ready, ready
         await asyncio.to_thread(pulse.play(speak("turn on the kitchen lights")).wait)
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+        finally:
+            if proc.returncode is None:  # hung: end it here, not in the closed loop's GC
+                proc.kill()
+                await proc.wait()
     text = out.decode()
     assert proc.returncode == 0, text + err.decode()
     assert "you: " in text and "kitchen" in text.lower()
