@@ -96,6 +96,25 @@ async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given()
     assert first.endswith('\r\n\r\n{"q": 1}') and up.requests[1].endswith(b"\r\n\r\n[2]")
 
 
+async def test_the_connection_limit_queues_calls_first_come_first_served() -> None:
+    async with upstream([ok(b"1"), ok(b"2"), ok(b"3")]) as up:
+        pool = WirePool(limit=1)
+        first = asyncio.create_task(post(pool, up, b"[1]"))
+        gone = asyncio.create_task(post(pool, up, b"[gone]"))
+        last = asyncio.create_task(post(pool, up, b"[3]"))
+        await asyncio.sleep(0)  # all three have started: one holds the slot, two wait
+        gone.cancel()  # a waiter cancelled before its turn must not keep a slot
+        assert await first == (200, b"1")
+        assert await last == (200, b"2")
+        assert gone.cancelled()
+        assert await post(pool, up) == (200, b"3")  # the slot came back
+        pool.close()
+    # one slot: one connection, used by each call in turn
+    assert up.connections == 1
+    assert [r.rsplit(b"\r\n\r\n", 1)[1] for r in up.requests] == [
+        b"[1]", b"[3]", b'{"q": 1}']
+
+
 async def test_chunked_gzip_and_end_of_connection_answers() -> None:
     chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
