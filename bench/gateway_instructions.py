@@ -65,7 +65,7 @@ def per_call(root: Path, tree: str, i: int, n: int, keep: Path | None
     config.write_text(f"models:\n  default:\n    - {{model: openai/fake, api_base: "
                       f"'http://127.0.0.1:{up_port}/v1', api_key: x}}\n")
     env = {**harkd_env(root / f"state-{i}"), "PYTHONPATH": tree, "PYTHONHASHSEED": "0"}
-    specs = [Spec([str(HARKD_PY), str(HERE / "upstream.py"), str(up_port)], {},
+    specs = [Spec([str(HARKD_PY), str(HERE / "upstream.py"), str(up_port)], {"PYTHONHASHSEED": "0"},
                   f"http://127.0.0.1:{up_port}/health"),
              Spec(harkd_cmd(root / "pipelines", port, "--log-level", "warning", "--config",
                             str(config)), env, f"http://127.0.0.1:{port}/readyz")]
