@@ -185,17 +185,18 @@ def _request(body: Any, headers: Mapping[str, str]) -> ChatRequest:
     messages = body.get("messages")
     if not isinstance(model, str) or not model:
         raise ValueError("model is required (one of harkd's model aliases)")
-    if not isinstance(messages, list) or not messages or \
-            not all(type(m) is dict and "role" in m for m in messages):
-        raise ValueError("messages must be a non-empty list of {role, content} objects")
-    # Most requests carry only model and messages (and stream): skip the optional fields.
-    rest = body.keys() - _PLAIN
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(_MESSAGES)
+    for m in messages:  # a loop, not all() over a generator: a frame less per call
+        if type(m) is not dict or "role" not in m:
+            raise ValueError(_MESSAGES)
     params: dict[str, Any] = {}
     schema = None
     stop: Any = ()
     tools: Any = ()
     max_tokens = None
-    if rest:
+    # Most requests carry only model and messages (and stream): skip the optional fields.
+    if not _PLAIN.issuperset(body):
         params = {k: body[k] for k in PASSTHROUGH if k in body}
         stop = body.get("stop") or ()
         fmt = body.get("response_format")
@@ -217,6 +218,7 @@ def _request(body: Any, headers: Mapping[str, str]) -> ChatRequest:
         params=params, origin=_ORIGIN)
 
 
+_MESSAGES = "messages must be a non-empty list of {role, content} objects"
 #: the fields :func:`_request` reads without looking further
 _PLAIN = frozenset({"model", "messages", "stream", "temperature", "tool_choice"})
 _ORIGIN: Mapping[str, Any] = MappingProxyType({"gateway": True})

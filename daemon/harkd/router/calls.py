@@ -103,12 +103,20 @@ class _Slots:
 
 _SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slots] = \
     weakref.WeakKeyDictionary()
+#: the slots last asked for: a daemon has one loop, and a WeakKeyDictionary lookup (a
+#: weak reference made, then hashed) cost more than the rest of the lookup
+_LAST: _Slots | None = None
 
 
 def _slots(loop: asyncio.AbstractEventLoop) -> _Slots:
+    global _LAST
+    last = _LAST
+    if last is not None and last.loop is loop:
+        return last
     slots = _SLOTS.get(loop)
     if slots is None:
         slots = _SLOTS[loop] = _Slots(loop)
+    _LAST = slots
     return slots
 
 

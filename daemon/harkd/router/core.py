@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -190,15 +190,20 @@ class Router:
 
     # -- calls ------------------------------------------------------------------------
 
-    async def complete(self, req: ChatRequest) -> ChatResponse:
-        """One call, answered whole. Raises UnknownAlias, CloudForbidden or NoDeployment."""
+    def complete(self, req: ChatRequest) -> Coroutine[Any, Any, ChatResponse]:
+        """One call, answered whole (await it). Raises UnknownAlias, CloudForbidden or
+        NoDeployment. Without a cache it is the routing coroutine itself: a coroutine
+        around it cost a frame per call."""
         if self.cache is None:
-            return await self._complete(req)
-        hit = await self.cache.lookup(req)
+            return self._complete(req)
+        return self._cached(req, self.cache)
+
+    async def _cached(self, req: ChatRequest, cache: Cache) -> ChatResponse:
+        hit = await cache.lookup(req)
         if hit is not None:
             return hit
         response = await self._complete(req)
-        await self.cache.remember(req, response)
+        await cache.remember(req, response)
         return response
 
     async def _complete(self, req: ChatRequest) -> ChatResponse:
