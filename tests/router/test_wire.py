@@ -196,6 +196,67 @@ async def test_a_timeout_drops_the_connection_instead_of_pooling_it() -> None:
     assert up.connections == 2
 
 
+async def lines(pool: WirePool, up: Upstream, stop: bytes | None = None
+                ) -> tuple[int, list[bytes]]:
+    """A streamed POST's status and lines, left at the line ``stop`` if it comes."""
+    origin = Origin.of(f"http://127.0.0.1:{up.port}/v1")
+    assert origin is not None
+    got = []
+    async with pool.stream(origin, "/chat/completions", b"{}", {}) as answer:
+        async for line in answer:
+            got.append(line)
+            if line == stop:
+                break
+    return answer.status, got
+
+
+def chunked(*chunks: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(
+        b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+
+
+async def test_a_stream_comes_line_by_line_and_its_connection_is_reused() -> None:
+    # Lines cut across chunks; the reader leaves at [DONE], before the last chunk is
+    # read, which has arrived with it: the connection serves the next call.
+    sse = chunked(b"data: one\n\nda", b"ta: two\n", b"\ndata: [DONE]\n\n")
+    async with upstream([sse, ok(b"next")]) as up:
+        pool = WirePool()
+        assert await lines(pool, up, b"data: [DONE]") == (
+            200, [b"data: one", b"", b"data: two", b"", b"data: [DONE]"])
+        assert await post(pool, up) == (200, b"next")
+        pool.close()
+    assert up.connections == 1
+
+
+async def test_a_stream_left_before_its_end_is_not_reused() -> None:
+    body = b"data: 1\n\ndata: 2\n\n"
+    async with upstream([ok(body), chunked(body, body), ok(b"next")]) as up:
+        pool = WirePool()
+        # framed by its length and all taken from the connection: reused
+        assert await lines(pool, up, b"data: 1") == (200, [b"data: 1"])
+        # a chunk still to come: the connection is dropped
+        assert await lines(pool, up, b"data: 2") == (200, [b"data: 1", b"", b"data: 2"])
+        assert await post(pool, up) == (200, b"next")
+        pool.close()
+    assert up.connections == 2
+
+
+async def test_streams_to_the_end_of_the_connection_gzip_and_error_bodies() -> None:
+    zipped = gzip.compress(b"data: a\r\n\r\ndata: b\r\n")
+    async with upstream([b"HTTP/1.0 200 OK\r\n\r\nfirst\nlast without a line end",
+                         ok(zipped, "Content-Encoding: gzip"),
+                         ok(b'{"error": "no"}').replace(b"200 OK", b"500 Oops")]) as up:
+        pool = WirePool()
+        assert await lines(pool, up) == (200, [b"first", b"last without a line end"])
+        assert await lines(pool, up) == (200, [b"data: a\r", b"\r", b"data: b\r"])
+        origin = Origin.of(f"http://127.0.0.1:{up.port}/v1")
+        assert origin is not None
+        async with pool.stream(origin, "/chat/completions", b"{}", {}) as answer:
+            assert answer.status == 500 and await answer.read() == b'{"error": "no"}'
+        pool.close()
+    assert up.connections == 2  # the HTTP/1.0 answer ended its connection
+
+
 async def test_unreachable_and_unsupported() -> None:
     pool = WirePool()
     origin = Origin.of("http://127.0.0.1:1/v1")

@@ -8,13 +8,12 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
-
 from ..values import json_bytes, json_loads
 from .backends import SessionPool, connection_error, http_error, post
 from .config import KEY_ENV, Deployment, is_local_url
 from .errors import BackendFailed, MissingApiKey
 from .types import ChatRequest, Completion, Delta, ToolCall, Usage
+from .wire import WireError
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -109,28 +108,45 @@ class OpenAIBackend:
 
     async def stream(self, dep: Deployment, base: str, req: ChatRequest
                      ) -> AsyncIterator[Delta]:
-        headers = self._headers(dep, base)
+        headers = {**self._headers(dep, base), "Accept": "text/event-stream"}
         data = json_bytes(request_body(dep.model, dep, req, True))
-        session = self.pool.get(base)
+        origin = self.pool.wire.origin(base)
+        opened: Any
+        failure: type[Exception]
+        if origin is not None:
+            opened = self.pool.wire.stream(origin, "/chat/completions", data, headers)
+            failure = WireError
+        else:  # not plain http(s): aiohttp's client
+            import aiohttp
+
+            opened = self.pool.get(base).post(base + "/chat/completions", data=data,
+                                              headers=headers)
+            failure = aiohttp.ClientError
         try:
-            async with session.post(base + "/chat/completions", data=data,
-                                    headers={**headers, "Accept": "text/event-stream"}) as resp:
+            async with opened as resp:
                 if resp.status >= 400:
                     raise http_error(dep, resp.status, await resp.read(), resp.headers)
-                async for line in resp.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        return
-                    delta = _sse_delta(dep, payload)
-                    if delta is not None:
-                        yield delta
-        except aiohttp.ClientError as exc:
+                async for line in resp if origin is not None else resp.content:
+                    if line.startswith(b"data:"):
+                        delta = _sse_delta(dep, line)
+                        if delta is _DONE:
+                            return
+                        if delta is not None:
+                            yield delta
+        except failure as exc:
             raise connection_error(dep, exc) from None
 
 
-def _sse_delta(dep: Deployment, payload: bytes) -> Delta | None:
+#: what :func:`_sse_delta` gives for ``data: [DONE]``
+_DONE = Delta()
+
+
+def _sse_delta(dep: Deployment, line: bytes) -> Delta | None:
+    """The delta of one ``data:`` line (None if it carries nothing, :data:`_DONE` for
+    the end of the stream)."""
+    payload = line[5:].strip()
+    if payload == b"[DONE]":
+        return _DONE
     try:
         doc = json_loads(payload)
     except ValueError:
