@@ -17,7 +17,7 @@ sits above this module. Implementations annotate the concrete types.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class ChatStream(Protocol):
 
     def __aiter__(self) -> ChatStream: ...
 
-    async def __anext__(self) -> str: ...
+    def __anext__(self) -> Awaitable[str]: ...
 
     async def aclose(self) -> None: ...
 

@@ -166,3 +166,17 @@ async def test_json_that_orjson_refuses_goes_through_the_standard_library(
                                headers=headers) as r:
             assert r.status == 400
             assert "Expecting value: line 1 column 11" in (await r.json())["error"]["message"]
+
+
+async def test_a_text_chunk_is_the_json_of_its_chunk_document() -> None:
+    # The stream's text chunks are made around their text, not encoded whole: the bytes
+    # must be those of the chunk's document.
+    from harkd.http.gateway import text_chunks
+    from harkd.values import json_bytes
+
+    for text in ["Hello", ' "quoted" \\ back\\slash', "line\nbreak\t", "żółw 🐢 \u2028", ""]:
+        doc = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 17,
+               "model": "fast/ü \"q\"", "choices": [
+                   {"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        assert text_chunks("chatcmpl-x", 17, "fast/ü \"q\"")(text) == \
+            b"data: %s\n\n" % json_bytes(doc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from .attempts import Attempts
 from .backends import Backend
@@ -36,19 +36,22 @@ class ChatStream:
         self.cache = cache
         self.req = req
         self.response: ChatResponse | None = None
-        self._gen: AsyncIterator[str] | None = None
+        self._gen: AsyncGenerator[str, None] | None = None
 
     def __aiter__(self) -> ChatStream:
         return self
 
-    async def __anext__(self) -> str:
-        if self._gen is None:
-            self._gen = self._chunks()
-        return await self._gen.__anext__()
+    def __anext__(self) -> Awaitable[str]:
+        # The generator's own awaitable, not a coroutine around it (a frame a chunk);
+        # without a cache, the routing generator itself.
+        gen = self._gen
+        if gen is None:
+            gen = self._gen = self._chunks() if self.cache is not None else self._routed()
+        return gen.__anext__()
 
     async def aclose(self) -> None:
         gen = self._gen
-        if gen is not None and hasattr(gen, "aclose"):
+        if gen is not None:
             await gen.aclose()
 
     async def collect(self) -> ChatResponse:
@@ -58,7 +61,7 @@ class ChatStream:
         assert self.response is not None
         return self.response
 
-    async def _chunks(self) -> AsyncIterator[str]:
+    async def _chunks(self) -> AsyncGenerator[str, None]:
         cache = self.cache
         hit = await cache.lookup(self.req) if cache is not None else None
         if hit is not None:
@@ -70,7 +73,7 @@ class ChatStream:
         if cache is not None and self.response is not None:
             await cache.remember(self.req, self.response)  # only a stream that ended whole
 
-    async def _routed(self) -> AsyncIterator[str]:
+    async def _routed(self) -> AsyncGenerator[str, None]:
         at = self.attempts
         tiers = at.plan(self.req)
         call = at.begin(self.req, stream=True)
