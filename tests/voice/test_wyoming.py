@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, async_read_event, async_write_event
 from wyoming.handle import Handled, NotHandled
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping, Pong
@@ -21,6 +22,8 @@ from wyoming.tts import Synthesize, SynthesizeVoice
 
 from harkd.testing import DaemonHandle, capture_logs, free_port, run_daemon, wait_until
 from harkd.voice.frames import Audio, from_pcm, read_wav, resample, rms, to_pcm
+from harkd.voice.wyoming_io import MAX_LINE
+from harkd.voice.wyoming_server import ServerConfig, Session
 
 from .conftest import Models, Speak
 
@@ -266,6 +269,44 @@ async def test_an_edit_rebinds_the_port_and_serves_the_new_version(tmp_path: Pat
         await d.remove("edit")
         with pytest.raises(OSError):
             await client(port)
+
+
+async def test_a_session_cancelled_as_an_event_arrives_ends(tmp_path: Path) -> None:
+    # Unbind cancels every session. A cancellation that comes in the loop pass where the
+    # read of an event completes must still end the session: asyncio.wait_for on Python
+    # 3.11 returned the event instead, so the session answered it and waited for the next
+    # one. The cancel is moved over every loop pass, from before the event is read to
+    # after it is answered; a socket pair delivers the bytes as they are written, so each
+    # pass is the same in every run.
+    async with run_daemon(tmp_path) as d:
+        await serve(d)
+        bound = d.daemon.catalog.bound("kitchen")
+        assert bound is not None
+        config = ServerConfig(host="127.0.0.1", port=0)
+        answered = []
+        for passes in range(12):
+            ours, theirs = socket.socketpair()
+            reader, writer = await asyncio.open_connection(sock=ours, limit=MAX_LINE)
+            peer_reader, peer = await asyncio.open_connection(sock=theirs)
+            session = asyncio.create_task(Session(bound, config, reader, writer).serve())
+            await async_write_event(Ping(text="first").event(), peer)
+            first = await async_read_event(peer_reader)  # the session waits for the next
+            assert first is not None and Pong.is_type(first.type)
+            await async_write_event(Ping(text="second").event(), peer)
+            for _ in range(passes):
+                await asyncio.sleep(0)
+            session.cancel()
+            peer.write_eof()  # a session that goes on reads the end and returns
+            await asyncio.gather(session, return_exceptions=True)
+            assert session.cancelled(), f"cancelled {passes} passes after the event"
+            try:
+                answer = await async_read_event(peer_reader)
+            except ConnectionResetError:  # it closed with the second ping unread
+                answer = None
+            answered.append(answer is not None and Pong.is_type(answer.type))
+            peer.close()
+        # the passes covered both sides: cancelled before the read and after the answer
+        assert not answered[0] and answered[-1]
 
 
 def test_checking_wyoming_and_satellite_pipelines_imports_neither(tmp_path: Path) -> None:

@@ -62,6 +62,10 @@ log = structlog.get_logger("harkd.wyoming")
 
 _IDS = itertools.count(1)
 
+#: how long a session refused for a protocol error reads and drops what the client still
+#: sends before it closes
+LINGER = 1.0
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -140,7 +144,11 @@ class Session:
             while True:
                 waiting = self.config.audio_timeout if self.audio else self.config.idle_timeout
                 try:
-                    event = await asyncio.wait_for(read_event(self.reader), waiting)
+                    # Not asyncio.wait_for: on Python 3.11 it returns an event that
+                    # completes in the loop pass where unbind cancels this session, and
+                    # the session then goes on serving.
+                    async with asyncio.timeout(waiting):
+                        event = await read_event(self.reader)
                 except TimeoutError:
                     if self.audio is not None:
                         raise ProtocolError(f"no audio-stop within "
@@ -156,16 +164,28 @@ class Session:
                         remote=self.remote, error=str(exc))
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.send(Error(text=str(exc), code="protocol").event())
+                await self._linger()
         except ConnectionError as exc:
             log.info("wyoming_connection_lost", session=self.id, error=str(exc))
         finally:
             self.writer.close()
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self.writer.wait_closed()
             log.debug("wyoming_disconnected", session=self.id, handled=self.handled)
 
     async def send(self, event: Event) -> None:
         await write_event(self.writer, event)
+
+    async def _linger(self) -> None:
+        """End our side, then drop what the client still sends until it closes, for at
+        most ``LINGER`` seconds: a socket closed with input unread is reset, and the reset
+        can reach the client before the error it was just sent."""
+        self.writer.write_eof()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINGER):
+                while await self.reader.read(MAX_LINE):
+                    pass
 
     async def handle(self, event: Event) -> None:
         kind = event.type
