@@ -124,7 +124,8 @@ async def run_satellite(folder: Path, name: str = "Kitchen",
         if process.returncode is None:
             process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), 5)
+                async with asyncio.timeout(5):
+                    await process.wait()
             except TimeoutError:
                 process.kill()
                 await process.wait()

@@ -124,9 +124,9 @@ class SatelliteLink:
         delay = BACKOFF_START
         while True:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port, limit=MAX_LINE),
-                    CONNECT_TIMEOUT)
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    reader, writer = await asyncio.open_connection(self.host, self.port,
+                                                                   limit=MAX_LINE)
             except (OSError, TimeoutError) as exc:
                 log.warning("satellite_connect_failed", pipeline=self.bound.name,
                             satellite=self.uri, error=f"{type(exc).__name__}: {exc}",
@@ -149,7 +149,8 @@ class SatelliteLink:
                 self.connected = False
                 writer.close()
                 with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await writer.wait_closed()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.backoff_max)
 
@@ -158,7 +159,8 @@ class SatelliteLink:
         """One connection: handshake, then audio until it ends. True if it got as far as
         streaming (so the next reconnect need not back off)."""
         await write_event(writer, Describe().event())
-        info = await asyncio.wait_for(self._info(reader), INFO_TIMEOUT)
+        async with asyncio.timeout(INFO_TIMEOUT):
+            info = await self._info(reader)
         if info.satellite is not None and info.satellite.name:
             self.name = info.satellite.name
         conn = Connection(self, writer)
