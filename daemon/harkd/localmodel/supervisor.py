@@ -196,7 +196,8 @@ class LocalModel:
         assert proc.stdout is not None and proc.stderr is not None
         self._pump(proc.stderr)
         try:
-            ready = await asyncio.wait_for(self._ready(proc), o.load_timeout)
+            async with asyncio.timeout(o.load_timeout):
+                ready = await self._ready(proc)
         except TimeoutError:
             await self._stop(proc, 0)
             raise BackendError(f"the local model {self.name!r} did not load within "
@@ -319,7 +320,8 @@ class LocalModel:
                 else:
                     proc.kill()
             try:
-                await asyncio.wait_for(proc.wait(), grace or None)
+                async with asyncio.timeout(grace or None):
+                    await proc.wait()
             except TimeoutError:
                 log.warning("local_model_kill", model=self.name, pid=proc.pid, grace_s=grace)
                 with contextlib.suppress(ProcessLookupError):

@@ -99,8 +99,9 @@ async def serve(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         gen.close()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(runner.cleanup(), 3.0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3.0):
+                await runner.cleanup()
         for task in watchers:
             task.cancel()
 
