@@ -249,7 +249,7 @@ class TextConnection:
         if bound is None:
             self.send({"type": "error", "message": "this pipeline was removed or changed; "
                        "reconnect"})
-            await self._close(WSCloseCode.SERVICE_RESTART, b"pipeline changed")
+            await self._close(WSCloseCode.SERVICE_RESTART, b"pipeline changed", flush=True)
             return
         try:
             data = parse_message(text)
@@ -320,10 +320,15 @@ class TextConnection:
         await _cancel(self.worker)
         await self._close(WSCloseCode.POLICY_VIOLATION, b"client is not reading")
 
-    async def _close(self, code: int, message: bytes) -> None:
+    async def _close(self, code: int, message: bytes, *, flush: bool = False) -> None:
+        """Close the connection with ``code``; with ``flush``, the messages already queued
+        go out first. A client that holds this up for a second is cut off."""
         self.closing = True
         try:
-            await asyncio.wait_for(self.ws.close(code=code, message=message), 1.0)
+            async with asyncio.timeout(1.0):
+                if flush and self.writer is not None:
+                    await self.writer
+                await self.ws.close(code=code, message=message)
         except (TimeoutError, ConnectionError, RuntimeError):
             transport = self.request.transport
             if transport is not None:
