@@ -111,7 +111,8 @@ class LogTail:
             lines = self.since(seq)
             if not lines:
                 try:
-                    await asyncio.wait_for(ready.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await ready.wait()
                 except TimeoutError:
                     return []
                 lines = self.since(seq)

@@ -102,7 +102,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         response = await _open(request)
         while not hub.closed:
             try:
-                item = await asyncio.wait_for(queue.get(), PING)
+                async with asyncio.timeout(PING):
+                    item = await queue.get()
             except TimeoutError:
                 item = ("ping", {})
             if item is None:
