@@ -153,12 +153,15 @@ async def _release(capture: Capture) -> None:
     """
     closing = _in_daemon_thread(capture.close)
     try:
-        await asyncio.wait_for(asyncio.shield(closing), CLOSE_TIMEOUT)
+        # shielded: a cancellation ends this wait, not the close (waited for below)
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await asyncio.shield(closing)
     except TimeoutError:
         log.warning("mic_close_stuck", timeout=CLOSE_TIMEOUT)
     except asyncio.CancelledError:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(closing, CLOSE_TIMEOUT)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await closing
         raise
 
 
