@@ -73,10 +73,14 @@ class Cluster:
         self.outages = 0
         # A blocking pool: a burst of calls waits (within cluster.timeout) for one of
         # POOL connections; the default pool raises "Too many connections" instead.
+        # No socket_timeout: every call is bounded by asyncio.timeout (run, _probe), and
+        # redis-py sends each command under asyncio.wait_for(socket_timeout), which on
+        # Python 3.11 drops a cancellation that arrives as the send completes. The
+        # timeout's cancellation lost so, a call to a hung Redis went on to wait for its
+        # answer (and to mark it down, not slow); a shutdown's, a task never ended.
         pool = aioredis.BlockingConnectionPool.from_url(
             config.redis, max_connections=POOL, timeout=None, decode_responses=True,
-            socket_connect_timeout=max(config.timeout, 0.5),
-            socket_timeout=max(config.timeout * 4, 1.0),
+            socket_connect_timeout=max(config.timeout, 0.5), socket_timeout=None,
             retry=Retry(NoBackoff(), 0), health_check_interval=0)
         self.client: Any = aioredis.Redis.from_pool(pool)
         self._errors = _redis_errors()
@@ -108,13 +112,9 @@ class Cluster:
         if self._flusher is not None and not self._flusher.done():
             # Slots given back at the last moment still reach Redis.
             await asyncio.wait({self._flusher}, timeout=self.config.timeout * 2)
-        for task in (self._monitor, self._listener, *self._tasks):
-            if task is not None:
-                task.cancel()
-        for task in (self._monitor, self._listener, *self._tasks):
-            if task is not None:
-                with contextlib.suppress(BaseException):
-                    await task
+        tasks = {t for t in (self._monitor, self._listener, *self._tasks) if t is not None}
+        await _cancel(tasks, every=max(self.config.timeout, 0.05),
+                      within=max(self.config.timeout * 8, 2.0))
         if self.up:
             with contextlib.suppress(*self._errors):
                 async with asyncio.timeout(self.config.timeout):
@@ -208,7 +208,9 @@ class Cluster:
     async def _listen(self) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(self.key("events"))
+            # A connection of its own: the handshake may take longer, as on first connect.
+            async with asyncio.timeout(self.config.timeout * 4):
+                await pubsub.subscribe(self.key("events"))
             while True:
                 message = await pubsub.get_message(timeout=self.config.probe)
                 if message is None or message.get("type") != "message":
@@ -222,6 +224,8 @@ class Cluster:
                 handler = self._handlers.get(str(event.get("kind")))
                 if handler is not None:
                     handler(event)
+        except TimeoutError:
+            self._mark("slow", f"no answer within {self.config.timeout * 4:g}s")
         except self._errors as exc:
             self._mark("down", str(exc) or type(exc).__name__)
         finally:
@@ -306,6 +310,27 @@ class Cluster:
             out["error"] = self.error
             out["serving"] = "local state"
         return out
+
+
+async def _cancel(tasks: set[asyncio.Task[Any]], every: float, within: float) -> None:
+    """Cancel ``tasks`` and wait until they end, cancelling again each ``every`` seconds
+    a task that goes on (a library may swallow a cancellation, as asyncio.wait_for does
+    on Python 3.11; anyio's cancel scopes likewise cancel again). Tasks still running
+    after ``within`` are logged and left: a shutdown never hangs on them."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        left = end - loop.time()
+        if left <= 0:
+            log.warning("cluster_tasks_left", tasks=sorted(t.get_name() for t in pending))
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(every, left))
+    for task in tasks:  # retrieve their exceptions, so none is logged as never retrieved
+        if task.done() and not task.cancelled():
+            task.exception()
 
 
 async def start(services: Services, config: ClusterConfig) -> Cluster:
