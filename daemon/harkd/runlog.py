@@ -43,7 +43,7 @@ FILE = "runs.sqlite3"
 # partial index that a run written whole never enters. Logs made before have runs_status
 # (status, seq) and runs_started (started); opening one drops them, keeping its rows.
 # (Without those two a webhook request costs the daemon 11.3k fewer instructions, 8.1k of
-# them in the writer thread: bench/webhook_instructions.py, docs/operations.md.)
+# them in the writer thread: bench/webhook_instructions.py, docs/performance-history.md.)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
