@@ -53,55 +53,52 @@ class _Stale(WireError):
     """A reused connection ended before any byte of the answer: safe to send again."""
 
 
-class Answer:
-    """One answer: its status, body and header lines (made a multidict when asked for:
-    a proxied call needs only the few that frame the body, read by :func:`_framing`)."""
+class _Head:
+    """An answer's status and header lines, made a multidict when asked for: a proxied
+    call needs only the few that frame the body, read by :func:`_framing`."""
 
-    __slots__ = ("_headers", "_lines", "body", "status")
+    __slots__ = ("_headers", "_lines", "status")
 
-    def __init__(self, status: int, lines: list[str], body: bytes) -> None:
+    def __init__(self, status: int, lines: list[str]) -> None:
         self.status = status
-        self.body = body
         self._lines = lines
         self._headers: CIMultiDictProxy[str] | None = None
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         if self._headers is None:
-            self._headers = _multidict(self._lines)
+            headers: CIMultiDict[str] = CIMultiDict()
+            for line in self._lines:
+                name, _, value = line.partition(":")
+                headers.add(name.strip(), value.strip())
+            self._headers = CIMultiDictProxy(headers)
         return self._headers
 
 
-def _multidict(lines: list[str]) -> CIMultiDictProxy[str]:
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers.add(name.strip(), value.strip())
-    return CIMultiDictProxy(headers)
+class Answer(_Head):
+    """One answer, its body read whole."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, status: int, lines: list[str], body: bytes) -> None:
+        super().__init__(status, lines)
+        self.body = body
 
 
-class Streamed:
+class Streamed(_Head):
     """An answer read as it arrives: ``status`` and ``headers`` at once, then its body
     whole (:meth:`read`) or line by line (``async for``: each line without its line end,
     the last one also when no line end follows it)."""
 
-    __slots__ = ("_conn", "_decoder", "_headers", "_lines", "_pending", "_ready", "status")
+    __slots__ = ("_conn", "_decoder", "_pending", "_ready")
 
     def __init__(self, conn: _Connection, status: int, lines: list[str],
                  framing: dict[str, str]) -> None:
-        self.status = status
+        super().__init__(status, lines)
         self._conn = conn
-        self._lines = lines
-        self._headers: CIMultiDictProxy[str] | None = None
         self._decoder = _decoder(framing)
         self._pending = b""
         self._ready: collections.deque[bytes] = collections.deque()
-
-    @property
-    def headers(self) -> CIMultiDictProxy[str]:
-        if self._headers is None:
-            self._headers = _multidict(self._lines)
-        return self._headers
 
     async def read(self) -> bytes:
         """The rest of the body, decoded."""
@@ -434,16 +431,14 @@ def _decoded(framing: dict[str, str], body: bytes) -> bytes:
     if coding in ("", "identity"):
         return body
     try:
-        if coding in ("gzip", "x-gzip"):
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
         if coding == "deflate":
             try:
                 return zlib.decompress(body)
             except zlib.error:
                 return zlib.decompress(body, -zlib.MAX_WBITS)
+        return zlib.decompress(body, 16 + zlib.MAX_WBITS)  # gzip, x-gzip
     except zlib.error as exc:
         raise WireError(f"the answer's {coding} body does not decode: {exc}") from None
-    return body  # pragma: no cover - _coding refused every other coding
 
 
 class WirePool:
