@@ -169,9 +169,9 @@ class _Walk:
     counts nodes (so that alias bombs stop early instead of expanding) and builds the
     data: a plain document (strings, numbers, booleans, nulls, mappings and lists, the
     tags PyYAML's implicit resolver gives) costs about a sixth of what PyYAML's
-    constructor spends on it. Anything else (an explicit tag, a ``<<`` merge key, a key that is not
-    a scalar) clears ``plain``, and :func:`load` has PyYAML construct the document as
-    before, with its errors."""
+    constructor spends on it. Anything else (an explicit tag, a ``<<`` merge key, a key
+    that is not a scalar) clears ``plain``, and :func:`load` has PyYAML construct the
+    document as before, with its errors."""
 
     def __init__(self, positions: Positions, loader: yaml.SafeLoader) -> None:
         self.positions = positions

@@ -84,7 +84,7 @@ def test_endpointer_finds_one_utterance_with_pre_roll(speak: Speak) -> None:
     assert trace.pre_roll == pytest.approx(0.3, abs=0.021)
     assert trace.waited >= 0.5
     assert trace.speech_end > trace.speech_start
-    assert 1.0 < utts[0].seconds < audio.seconds
+    assert 1.0 < utts[0].seconds < audio.seconds  # lengths of audio, not clock time
 
 
 def test_endpointer_cuts_at_max_utterance_and_ignores_silence(speak: Speak) -> None:

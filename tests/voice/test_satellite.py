@@ -87,6 +87,7 @@ async def test_satellite_turn_is_transcribed_answered_and_spoken(
         await streaming(d, "kitchen", sat)
         sat.say(speech_pcm(speak, "turn on the kitchen lights"))
         meta, reply = await reply_of(sat, 1)
+        # seconds of audio in the reply (its samples / rate), not time taken
         assert reply.seconds > 1.0 and rms(reply.pcm) > 0.02
         heard = models.transcribe(reply).lower()
         assert "you" in heard and "lights" in heard
@@ -97,7 +98,7 @@ async def test_satellite_turn_is_transcribed_answered_and_spoken(
         assert run["trigger_data"]["kind"] == "satellite"
         assert run["trigger_data"]["session"] == "satellite:Kitchen"
         assert run["input"]["type"] == "audio" and "turn" in run["input"]
-        assert run["steps"][-1]["detail"]["seconds"] > 1.0
+        assert run["steps"][-1]["detail"]["seconds"] > 1.0  # of speech synthesised
         assert "<" not in json.dumps(run["output"])
 
 
