@@ -4,6 +4,7 @@ parts that fail later are logged and contained; a stopped daemon leaves no task 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,14 @@ async def test_a_daemon_component_failing_at_start_or_later_is_reported(
     assert daemon.exit_code == EX_SOFTWARE
     assert any(e["event"] == "component_failed" and e["component"] == "dies" for e in logs)
     assert harkd_tasks() == before
+
+
+async def test_a_daemon_in_the_tests_loop_leaves_its_signals_alone(tmp_path: Path) -> None:
+    # run_daemon runs the daemon in pytest's loop: a Ctrl-C must still stop pytest, and a
+    # second one must not reach the daemon's exit-at-once handler.
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM,
+                                                      signal.SIGHUP)}
+    async with run_daemon(tmp_path) as d:
+        assert d.daemon.ready
+        assert {sig: signal.getsignal(sig) for sig in before} == before
+    assert {sig: signal.getsignal(sig) for sig in before} == before

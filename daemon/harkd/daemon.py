@@ -69,6 +69,7 @@ class Daemon:
         self.started_at = time.time()
         self.stop_event = asyncio.Event()
         self.reloads = 0
+        self._signals = True  # serve(signals=False) leaves the loop's signals alone
         self.address: tuple[str, int] | None = None
         #: what serve() returns: 0, or 70 when a component failed while running
         self.exit_code = EX_OK
@@ -118,10 +119,14 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def serve(self, started: Callable[[tuple[str, int]], None] | None = None) -> int:
+    async def serve(self, started: Callable[[tuple[str, int]], None] | None = None, *,
+                    signals: bool = True) -> int:
         """Run until stopped; returns the exit code. ``started`` gets the bound address
-        once the listener is up and the first load is done."""
+        once the listener is up and the first load is done. With ``signals``, SIGTERM and
+        SIGINT stop the daemon and SIGHUP reloads it; a daemon run inside another program's
+        loop (``harkd.testing.run_daemon``) leaves that program's signals alone."""
         s = self.settings
+        self._signals = signals
         if not s.loopback and not s.token:
             raise StartupError(f"refusing to listen on {s.listen} (off loopback) without "
                                "server.token; set HARKD_TOKEN", EX_CONFIG)
@@ -335,6 +340,8 @@ class Daemon:
             await asyncio.sleep(interval)
 
     def _install_signals(self) -> None:
+        if not self._signals:
+            return
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal)
@@ -344,6 +351,8 @@ class Daemon:
             pass  # not the main thread (tests running a daemon in a thread)
 
     def _remove_signals(self) -> None:
+        if not self._signals:
+            return
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             try:

@@ -182,7 +182,8 @@ async def run_daemon(
         settings = config_mod.load(cfg, values, env)
     daemon = Daemon(settings, environ=env)
     started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(daemon.serve(started.set_result))
+    # pytest's own Ctrl-C must stay pytest's: the daemon installs no signal handlers
+    task = asyncio.create_task(daemon.serve(started.set_result, signals=False))
     waiting: set[asyncio.Future[Any]] = {task, started}
     done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
