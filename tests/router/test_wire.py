@@ -1,8 +1,8 @@
-"""The router's own HTTP/1.1 client (harkd.router.wire) against a scripted raw-TCP upstream
-(a fault-injection peer that writes exactly the bytes each test gives it): framing by
-length, chunks and end of connection, gzip, keep-alive reuse, a connection the server
-closed while idle, one cut mid-answer, and a timeout that must not leave the connection
-in the pool."""
+"""The router's own HTTP/1.1 client (harkd.router.wire, its framing harkd.router.http1)
+against a scripted raw-TCP upstream (a fault-injection peer that writes exactly the bytes
+each test gives it): framing by length, chunks and end of connection, gzip, keep-alive
+reuse, a connection the server closed while idle, one cut mid-answer, and a timeout that
+must not leave the connection in the pool."""
 
 from __future__ import annotations
 
