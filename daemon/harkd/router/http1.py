@@ -216,12 +216,17 @@ class Connection(asyncio.Protocol):
                             + (f": {self._error}" if self._error else ""))
         return self._wait()
 
+    def _short(self, got_any: bool) -> asyncio.Future[None]:
+        """What to await when a head or a line is not all here yet (the callers look
+        again); raises if it is already too long or the connection has ended."""
+        if len(self._buffer) > MAX_HEAD:
+            raise WireError("the answer's head is too long")
+        return self._more(got_any or bool(self._buffer))
+
     async def _until(self, marker: bytes, start: int, got_any: bool) -> int:
         while (i := self._buffer.find(marker, start)) < 0:
-            if len(self._buffer) > MAX_HEAD:
-                raise WireError("the answer's head is too long")
             start = max(0, len(self._buffer) - len(marker) + 1)
-            await self._more(got_any or bool(self._buffer))
+            await self._short(got_any)
         return i
 
     async def _take(self, n: int) -> bytes:
@@ -241,10 +246,10 @@ class Connection(asyncio.Protocol):
         buffer.clear()
         self.transport.write(request)
         while True:
-            # The head usually comes whole in one read: looked for here, without _until.
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                end = await self._until(b"\r\n\r\n", 0, False)
+            # Waited for here, not in _until: a coroutine less a call (the answer is
+            # never here yet when the request has just been written).
+            while (end := buffer.find(b"\r\n\r\n")) < 0:
+                await self._short(False)
             head = buffer[:end].decode("latin-1")
             del buffer[:end + 4]
             status_line, _, rest = head.partition("\r\n")
