@@ -99,9 +99,9 @@ async def test_a_deadline_passed_while_disarmed_fires_on_the_next_wait() -> None
     deadline.cancel()
 
 
-async def test_a_slot_timer_goes_when_its_last_deadline_is_cancelled() -> None:
-    # done calls leave no timer behind: the pending ones stay as many as the slots with
-    # calls in flight, not every slot of the last timeout's worth of calls
+async def test_deadlines_keep_one_timer_and_done_ones_leave_nothing_due() -> None:
+    # one timer per loop, however many slots; done calls leave no slot behind, and the
+    # slots' heap is rebuilt once it holds mostly emptied ones
     loop = asyncio.get_running_loop()
 
     def pending() -> int:
@@ -109,10 +109,28 @@ async def test_a_slot_timer_goes_when_its_last_deadline_is_cancelled() -> None:
 
     before = pending()
     kept = Deadline(600)
-    for i in range(50):
+    for i in range(500):
         Deadline(60 + i * GRAIN).cancel()
+        assert pending() <= before + 1
     Deadline(600).cancel()
-    assert list(_slots(loop).due) == [kept.slot]
-    assert pending() == before + 1
+    slots = _slots(loop)
+    assert list(slots.due) == [kept.slot]
+    assert len(slots.order) <= 2 * len(slots.due) + 65
     kept.cancel()
-    assert _slots(loop).due == {}
+    assert slots.due == {}
+    assert pending() <= before + 1
+
+
+async def test_a_deadline_fires_after_earlier_slots_have_emptied() -> None:
+    # the timer was set for the earliest slot; when it finds that slot empty it is set
+    # again for the next one that still has a deadline
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(3):
+        Deadline(0.01 + i * GRAIN).cancel()
+    deadline = Deadline(0.08)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.sleep(5)
+    assert deadline.expired()
+    assert loop.time() - start >= 0.08
+    deadline.cancel()
