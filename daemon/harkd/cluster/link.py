@@ -6,7 +6,8 @@
 ``down`` (or ``slow``) and is logged once; from then on :meth:`Cluster.run` fails at once,
 without a network round trip, until the probe (every ``cluster.probe``) gets a fast answer
 again. Then the reconcilers run (pending session turns are pushed, breakers re-shared,
-deferred cron fires caught up) and Redis is ``up`` again.
+deferred cron fires caught up) and Redis is ``up`` again. A failure before the
+reconcilers are done ends that comeback, not a new outage: the next probe tries again.
 
 The probe doubles as the heartbeat: each replica keeps its id in a sorted set, so every
 replica knows how many are alive (a down Redis splits the shared limits by that number).
@@ -36,7 +37,7 @@ log = structlog.get_logger("harkd.cluster")
 T = TypeVar("T")
 #: connections to Redis per replica
 POOL = 32
-Health = Literal["connecting", "up", "down", "slow"]
+Health = Literal["connecting", "up", "down", "slow", "closed"]
 Handler = Callable[[dict[str, Any]], None]
 Reconciler = Callable[[], Awaitable[None]]
 
@@ -92,7 +93,8 @@ class Cluster:
         self._flusher: asyncio.Task[None] | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._recovering = False
+        #: the health a comeback started from, while its reconcilers run
+        self._recovering: Health | None = None
 
     @property
     def up(self) -> bool:
@@ -112,10 +114,13 @@ class Cluster:
         if self._flusher is not None and not self._flusher.done():
             # Slots given back at the last moment still reach Redis.
             await asyncio.wait({self._flusher}, timeout=self.config.timeout * 2)
+        # From here on, work fails over at once (a limit's idle timer still gives slots
+        # back): it would use the client closed below, which is no Redis outage.
+        was_up, self.health = self.up, "closed"
         tasks = {t for t in (self._monitor, self._listener, *self._tasks) if t is not None}
         await _cancel(tasks, every=max(self.config.timeout, 0.05),
                       within=max(self.config.timeout * 8, 2.0))
-        if self.up:
+        if was_up:
             with contextlib.suppress(*self._errors):
                 async with asyncio.timeout(self.config.timeout):
                     await self.client.zrem(self.key("replicas"), self.replica)
@@ -150,7 +155,10 @@ class Cluster:
     def defer(self, add: Callable[[Any], Any]) -> None:
         """Queue a write nobody waits for (``add(pipeline)`` adds its commands): the
         writes queued within one event-loop turn go in one round trip. While Redis is
-        down they are dropped (a limit slot then expires with its lease)."""
+        down (or the link closed) they are dropped (a limit slot then expires with its
+        lease)."""
+        if self.health == "closed":
+            return
         self._batch.append(add)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -259,15 +267,18 @@ class Cluster:
         except self._errors as exc:
             self._mark("down", str(exc) or type(exc).__name__)
             return
+        if self.health == "closed":  # answered as aclose began: it cancels this task
+            return
         self.replicas = max(1, int(out[2]))
-        if not self.up and not self._recovering:
+        if not self.up and self._recovering is None:
             await self._recover()
         elif self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="cluster-events")
 
     async def _recover(self) -> None:
-        was, down_for = self.health, time.time() - self.since
-        self._recovering = True
+        was, since = self.health, self.since
+        # Up while the reconcilers run: they, and the work they start, use Redis.
+        self._recovering = was
         self.health, self.since, self.error = "up", time.time(), None
         try:
             self._listener = asyncio.create_task(self._listen(), name="cluster-events")
@@ -275,26 +286,33 @@ class Cluster:
                 try:
                     await fn()
                 except Unavailable:
-                    return
+                    break
                 except Exception:
                     log.exception("cluster_reconcile_failed", part=name)
         finally:
-            self._recovering = False
-        if self.up:
-            if was == "connecting":
-                log.info("cluster_connected", redis=self.config.where, replica=self.replica,
-                         replicas=self.replicas)
-            else:
-                log.warning("cluster_redis_back", redis=self.config.where,
-                            down_for=round(down_for, 2), replica=self.replica)
+            self._recovering = None
+        if not self.up:  # failed again meanwhile (see _mark): the same outage goes on
+            if was != "connecting":
+                self.since = since
+            return
+        if was == "connecting":
+            log.info("cluster_connected", redis=self.config.where, replica=self.replica,
+                     replicas=self.replicas)
+        else:
+            log.warning("cluster_redis_back", redis=self.config.where,
+                        down_for=round(self.since - since, 2), replica=self.replica)
 
     def _mark(self, health: Health, error: str) -> None:
-        if self.health in ("down", "slow"):
-            self.error = error
-            if health == "down":
-                self.health = "down"
+        if self.health == "closed":  # a call cut off by aclose: no outage
             return
-        first = self.health == "connecting"
+        # A failure while a comeback's reconcilers run (the state ``up`` meanwhile) is
+        # still the outage logged when it began: its "back" was not logged yet.
+        if self.health in ("down", "slow") or self._recovering in ("down", "slow"):
+            self.error = error
+            if health == "down" or self.health == "up":
+                self.health = health
+            return
+        first = "connecting" in (self.health, self._recovering)
         self.health, self.since, self.error = health, time.time(), error
         self.outages += 0 if first else 1
         # Logged once per outage: each call meanwhile answers locally without a word.
