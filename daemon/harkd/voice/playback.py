@@ -4,7 +4,8 @@ A :class:`Speaking` is the shared state of one reply being spoken. The ``play`` 
 writes through it; the listener that started the run reads its level (to ignore its own
 voice coming back through the microphone) and interrupts it on barge-in. Audio is written
 in 20 ms blocks and the interrupt is checked between blocks, and a device stream is
-aborted (its buffer dropped), so playback stops well within 200 ms.
+aborted (its buffer dropped), so playback stops well within 200 ms however much the
+device buffers (:data:`OUTPUT_LATENCY`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ if TYPE_CHECKING:
 log = structlog.get_logger("harkd.voice")
 
 BLOCK_SECONDS = 0.02
+#: seconds of audio a device stream buffers. A writer thread that loses the CPU (or the
+#: GIL) for longer than the buffer underruns: the reply stutters, and the rest of it plays
+#: that much later than the listener's echo reference has it (a gap under ``echo.PAUSE``
+#: is not on the timeline), so the echo moves within the reply and the canceller can lose
+#: it. PortAudio's "low" latency was 9 ms on the pulse device, and every loaded run of
+#: tests/voice/test_mic.py that heard its own reply had underruns. An interrupt aborts
+#: the stream, dropping what is buffered.
+OUTPUT_LATENCY = 0.25
+#: how long ``DeviceOut.end`` waits for a write still in PortAudio before it gives up on
+#: closing the stream
+WRITER_TIMEOUT = 3.0
 #: how far ahead of real time audio is sent to a client (it buffers this much)
 CLIENT_LEAD = 0.25
 #: how long the loudest recent output counts as "what the mic may hear of us"
@@ -95,13 +107,21 @@ def _blocks(audio: Audio) -> list[bytes]:
 
 
 class DeviceOut:
-    """A sounddevice output stream, written from a thread in 20 ms blocks."""
+    """A sounddevice output stream, written from a thread in 20 ms blocks.
+
+    PortAudio must not close or abort a stream while another thread writes to it (that
+    aborted the process: a cancelled reply closed its stream while the write waited out
+    an underrun). So a cancelled :meth:`write` stops its thread after the block it is
+    writing, and :meth:`end` closes only once that thread has returned.
+    """
 
     def __init__(self, device: str | int | None, volume: float = 1.0) -> None:
         self.device = device
         self.volume = volume
         self._stream: Any = None
         self._rate = 0
+        self._stop = threading.Event()
+        self._writer: asyncio.Future[None] | None = None
 
     async def begin(self, rate: int) -> None:
         await asyncio.to_thread(self._open, rate)
@@ -111,7 +131,7 @@ class DeviceOut:
 
         self._rate = rate
         self._stream = sd.RawOutputStream(samplerate=rate, channels=1, dtype="int16",
-                                          device=self.device, latency="low")
+                                          device=self.device, latency=OUTPUT_LATENCY)
         self._stream.start()
 
     async def write(self, audio: Audio, speaking: Speaking) -> None:
@@ -124,16 +144,32 @@ class DeviceOut:
             from .frames import from_pcm, to_pcm
 
             audio = Audio(to_pcm(from_pcm(audio.pcm) * self.volume), audio.rate)
-        await asyncio.to_thread(self._write, audio, speaking)
+        writer = asyncio.ensure_future(asyncio.to_thread(self._write, audio, speaking))
+        self._writer = writer
+        try:
+            await asyncio.shield(writer)
+        except asyncio.CancelledError:
+            self._stop.set()  # the thread returns after the block it is writing
+            raise
 
     def _write(self, audio: Audio, speaking: Speaking) -> None:
         for block in _blocks(audio):
-            if speaking.interrupted:
+            if speaking.interrupted or self._stop.is_set():
                 return
             speaking.note(block, self._rate)
             self._stream.write(block)
 
     async def end(self, interrupted: bool) -> None:
+        writer = self._writer
+        if writer is not None and not writer.done():
+            self._stop.set()
+            await asyncio.wait({writer}, timeout=WRITER_TIMEOUT)
+            if not writer.done():
+                # closing it under the write could take the process down; leave it open
+                log.warning("playback_close_stuck", timeout=WRITER_TIMEOUT)
+                return
+        if writer is not None and not writer.cancelled():
+            writer.exception()  # a cancelled write's error: its stream is closed below
         await asyncio.to_thread(self._close, interrupted)
 
     def _close(self, interrupted: bool) -> None:
