@@ -179,7 +179,11 @@ class DeviceOut:
             if interrupted:
                 self._stream.abort()
             else:
-                self._stream.stop()  # lets the buffer drain
+                # PortAudio's stop() does not play out what is buffered (on the pulse
+                # device it cut a reply's last 0.3 s): push it out with silence first.
+                frames = round(self._stream.latency * self._rate)
+                self._stream.write(bytes(2 * frames))
+                self._stream.stop()
         finally:
             self._stream.close()
             self._stream = None
