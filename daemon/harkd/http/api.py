@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -83,25 +83,19 @@ def guard(app: web.Application, daemon: Host) -> None:
         if not isinstance(route, web.ResourceRoute):
             continue
         wrapped = _guarded(daemon, route.handler)
-        # aiohttp has no public way to replace a handler; it awaits what one returns
-        route._handler = wrapped  # type: ignore[assignment]
+        route._handler = wrapped  # aiohttp has no public way to replace a handler
         if route.handler is not wrapped:  # pragma: no cover - an aiohttp that changed
             raise RuntimeError(f"cannot guard {route.method} {route.resource}: this "
                                "aiohttp keeps route handlers elsewhere")
 
 
-def _guarded(daemon: Host, handler: Handler) -> Handler:
-    def check(request: web.Request) -> Awaitable[web.StreamResponse]:
-        # The handler's own awaitable (aiohttp awaits what a handler returns), not a
-        # coroutine around it: a frame less in every request and every resumption.
+def _guarded(daemon: Host, handler: Handler
+             ) -> Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]:
+    async def check(request: web.Request) -> web.StreamResponse:
         refused = refusal(daemon, request)
-        return handler(request) if refused is None else _answered(refused)
+        return refused if refused is not None else await handler(request)
 
     return check
-
-
-async def _answered(response: web.StreamResponse) -> web.StreamResponse:
-    return response
 
 
 def same_origin(request: web.Request) -> bool:
