@@ -92,7 +92,7 @@ class Replies:
         reply = replies[min(i, len(replies) - 1)]
         return reply if isinstance(reply, str) else json.dumps(reply, ensure_ascii=False)
 
-    def prepare(self, dep: Any) -> str:
+    async def prepare(self, dep: Any) -> str:
         return ""
 
     async def complete(self, dep: Any, base: str, req: Any) -> Any:

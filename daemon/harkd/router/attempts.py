@@ -16,12 +16,12 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .backends import estimate_tokens, prompt_tokens
+from .backends import Backend, estimate_tokens, prompt_tokens
 from .calls import Call, DeploymentState, Observer, Tiers, tiers, weighted
 from .config import Deployment, Policy
 from .errors import BackendFailed, BackendTimeout, CloudForbidden, NoDeployment, UnknownAlias
@@ -196,13 +196,12 @@ class Attempts:
 
     # -- the end of an attempt ------------------------------------------------------------
 
-    async def prepared(self, base: Awaitable[str], dep: Deployment, state: DeploymentState,
-                       call: Call) -> str | None:
-        """The base URL that a backend's ``prepare`` gave as an awaitable (a ``str`` needs
-        no wait: callers look first), or None (recorded as a failure) if it has none now
-        (a local model that will not start)."""
+    async def prepare(self, backend: Backend, dep: Deployment, state: DeploymentState,
+                      call: Call) -> str | None:
+        """The backend's base URL for ``dep``, or None (recorded as a failure) if it has
+        none now (a local model that will not start)."""
         try:
-            return await base
+            return await backend.prepare(dep)
         except BackendFailed as exc:
             self.failed(dep, state, call, exc, 1, 0.0)
             return None

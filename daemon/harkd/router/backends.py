@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..secrets import REDACTOR
@@ -27,15 +27,13 @@ if TYPE_CHECKING:
 class Backend(Protocol):
     """Speaks one wire protocol to any number of deployments.
 
-    ``prepare`` runs outside the call's timeout and gives the base URL to use: at once
-    when the deployment names it, else an awaitable of it (the embedded model starts on
-    first use), which alone may raise; the router awaits only what is not a ``str`` (two
-    coroutines a call less). ``complete`` and ``stream`` raise
+    ``prepare`` runs outside the call's timeout and returns the base URL to use (the
+    embedded model starts there on first use); ``complete`` and ``stream`` raise
     :class:`~harkd.router.errors.BackendFailed` for anything that went wrong upstream.
     ``stream`` yields only meaningful deltas, then one with the usage if the server sent it.
     """
 
-    def prepare(self, dep: Deployment) -> str | Awaitable[str]: ...
+    async def prepare(self, dep: Deployment) -> str: ...
 
     async def complete(self, dep: Deployment, base: str, req: ChatRequest) -> Completion: ...
 

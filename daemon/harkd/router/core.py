@@ -248,12 +248,9 @@ class Router:
                             t0: float) -> ChatResponse | None:
         at = self.attempts
         backend = self.backend(dep)
-        base = backend.prepare(dep)
-        if not isinstance(base, str):
-            ready = await at.prepared(base, dep, state, call)
-            if ready is None:
-                return None
-            base = ready
+        base = await at.prepare(backend, dep, state, call)
+        if base is None:
+            return None
         attempt = 0
         while True:
             attempt += 1

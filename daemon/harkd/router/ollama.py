@@ -79,7 +79,7 @@ class OllamaBackend:
     def __init__(self, pool: SessionPool) -> None:
         self.pool = pool
 
-    def prepare(self, dep: Deployment) -> str:
+    async def prepare(self, dep: Deployment) -> str:
         return (dep.api_base or "").rstrip("/")
 
     async def complete(self, dep: Deployment, base: str, req: ChatRequest) -> Completion:

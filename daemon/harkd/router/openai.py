@@ -73,7 +73,7 @@ class OpenAIBackend:
         #: the headers of each API key, made once (callers must not change them)
         self._auth: dict[str, dict[str, str]] = {}
 
-    def prepare(self, dep: Deployment) -> str:
+    async def prepare(self, dep: Deployment) -> str:
         return dep.api_base or ""
 
     def _headers(self, dep: Deployment, base: str) -> dict[str, str]:
