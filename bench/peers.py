@@ -36,12 +36,14 @@ from common import (
     free_port,
     harkd_cmd,
     harkd_env,
+    have_wrk,
     load,
     peer_python,
     pipeline_text,
     serve,
     timed_run,
     write_pipelines,
+    wrk,
 )
 
 SECTION_SERVE = "Pipeline serving: one-step template webhook (servers on one core)"
@@ -305,8 +307,10 @@ def gateway(report: Report, scale: Scale) -> dict[str, dict[int, dict[str, float
             runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in targets}
             for _ in range(scale.repeats):
                 for name, (url, hdrs) in targets.items():
-                    r = asyncio.run(load(url, c, duration=scale.seconds, json_body=chat,
-                                         headers=hdrs))
+                    r = (wrk(url, c, scale.seconds, json_body=chat, headers=hdrs)
+                         if have_wrk() else
+                         asyncio.run(load(url, c, duration=scale.seconds, json_body=chat,
+                                          headers=hdrs)))
                     if r.errors:
                         report.note(f"{name} at {c}: {r.errors} failed, {r.statuses}")
                     runs[name].append((r.rps, r.p50_ms, r.p99_ms))
@@ -333,6 +337,13 @@ def gateway(report: Report, scale: Scale) -> dict[str, dict[int, dict[str, float
                                   note=f"overhead {over50.median:.2f} ms, "
                                        f"p99 {s[2].median:.2f} vs {d[2].median:.2f} ms"))
         fallback(report, root, up, stack, scale)
+    report.note("Gateway load generator: " + (
+        "wrk (C, one thread, not pinned), so that the client's own CPU does not take the "
+        "cores the servers share; Python's aiohttp client cost about 270 us a call, more "
+        "than the upstream's 200 (`bench/gateway_cpu.py --split`)" if have_wrk() else
+        "Python aiohttp (wrk is not installed): it shares the two cores with the servers, "
+        "so the 100-client ratio comes out lower than with wrk"
+    ) + "; the upstream pinned to CPU 0, harkd and LiteLLM's proxy to CPU 1.")
     return out
 
 
