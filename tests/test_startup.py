@@ -36,12 +36,12 @@ PROBE = """
 import gc, sys
 print("AT IMPORT", gc.isenabled())
 from harkd import daemon
-from harkd.core import registry
+from harkd.core import entrypoints
 
 serve = daemon.Daemon.serve
 scans = []
-scan = registry._scan_entry_points
-registry._scan_entry_points = lambda: scans.append(1) or scan()
+scan = entrypoints.scan_entry_points
+entrypoints.scan_entry_points = lambda: scans.append(1) or scan()
 
 
 async def probe(self, started=None):
@@ -77,7 +77,7 @@ def start(tmp_path: Path) -> list[str]:
     probe.parent.mkdir(exist_ok=True)
     probe.write_text(PROBE)
     # The probe's folder is the first of sys.path: dated back like an installed package's,
-    # so that the start may keep its scan of the entry points (see core.registry).
+    # so that the start may keep its scan of the entry points (see core.entrypoints).
     os.utime(probe.parent, ns=(10**18, 10**18))  # 2001
     (tmp_path / "pipelines").mkdir(exist_ok=True)
     cmd = [sys.executable, str(probe), "run", "--pipelines",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harkd.check import check
-from harkd.core import registry
+from harkd.core import entrypoints
 from harkd.core.doccache import DocCache
 from harkd.core.loader import load_bytes
 from harkd.core.registry import Registry
@@ -134,11 +134,11 @@ def test_a_cached_scan_is_used_until_a_package_is_installed(
     with monkeypatch.context() as m:
         # The folders were made just now: a scan is cached only when no folder of sys.path
         # changed within the last seconds (the next change could keep its time).
-        m.setattr(registry, "SETTLED_NS", 0)
+        m.setattr(entrypoints, "SETTLED_NS", 0)
         first = Registry.from_entry_points()
         first.scan(cache)
         assert cache.exists()
-        m.setattr(registry, "_scan_entry_points", no_scan)
+        m.setattr(entrypoints, "scan_entry_points", no_scan)
         again = Registry.from_entry_points()
         again.scan(cache)
         assert [e.row() for e in again._found] == [e.row() for e in first._found]
@@ -171,22 +171,22 @@ def test_the_folder_scan_finds_what_importlib_metadata_finds(
         f"other = {PLUGIN}:OTHER\n[harkd.triggers]\nt = {PLUGIN}:T\n")
     monkeypatch.syspath_prepend(str(tmp_path / "missing"))
     monkeypatch.setattr(sys, "path", [*sys.path, str(later)])
-    rows = registry._scan_folders()
+    rows = entrypoints._scan_folders()
     assert rows is not None
-    assert sorted(e.row() for e in rows) == sorted(e.row() for e in registry._scan_metadata())
+    assert sorted(e.row() for e in rows) == sorted(e.row() for e in entrypoints._scan_metadata())
     assert [e.version for e in rows if e.name == "flaky"] == ["1.0"]
     assert "other" not in [e.name for e in rows]
     # Ahead of it, the same distribution made the first: its other kinds are found.
     monkeypatch.setattr(sys, "path", [str(later), *sys.path])
-    rows = registry._scan_folders()
+    rows = entrypoints._scan_folders()
     assert rows is not None
     assert {(e.group, e.name, e.version) for e in rows if e.dist == "Harkd.Flaky_plugin"} == {
         ("harkd.steps", "flaky", "0.9"), ("harkd.steps", "other", "0.9"),
         ("harkd.triggers", "t", "0.9")}
-    assert sorted(e.row() for e in rows) == sorted(e.row() for e in registry._scan_metadata())
+    assert sorted(e.row() for e in rows) == sorted(e.row() for e in entrypoints._scan_metadata())
     # A zip file on sys.path is left to importlib.metadata.
     zipped = tmp_path / "plugins.zip"
     zipfile.ZipFile(zipped, "w").close()
     monkeypatch.setattr(sys, "path", [*sys.path, str(zipped)])
-    assert registry._scan_folders() is None
-    assert [e.name for e in registry._scan_entry_points() if e.name == "flaky"] == ["flaky"]
+    assert entrypoints._scan_folders() is None
+    assert [e.name for e in entrypoints.scan_entry_points() if e.name == "flaky"] == ["flaky"]
