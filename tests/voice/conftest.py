@@ -3,8 +3,10 @@ user-mode PulseAudio server with a null sink whose monitor is the microphone."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -98,10 +100,28 @@ class Pulse:
         return subprocess.Popen(["paplay", f"--volume={int(65536 * volume)}", str(wav)],
                                 env=self.env)
 
-    def record(self, out: Path) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["parecord", "--device=harkd_test.monitor", "--rate=16000",
+    async def record(self, out: Path) -> Recording:
+        """Record the sink's monitor into ``out`` (16 kHz mono WAV) until
+        :meth:`Recording.stop`; it returns once the monitor delivers audio.
+
+        The null sink renders ahead of time by its latency, 2 s while no stream asks for
+        less, and can rewind only as much as its latency is now. A stream that starts
+        playing then is rendered into that little and rewound away again when it stops:
+        the monitor carries none of it (parecord's default 2 s latency recorded a whole
+        1 s tone from DeviceOut as silence). Asking for 20 ms, well under a player's own
+        (62.5 ms for DeviceOut), keeps the sink rendering in real time while this
+        records; waiting for the first audio waits out what it had rendered ahead."""
+        proc = subprocess.Popen(["parecord", "--device=harkd_test.monitor", "--rate=16000",
                                  "--channels=1", "--format=s16le", "--file-format=wav",
-                                 str(out)], env=self.env)
+                                 "--latency-msec=20", str(out)], env=self.env)
+        deadline = time.monotonic() + 10
+        # the WAV header, then 0.1 s of audio
+        while not out.exists() or out.stat().st_size < 44 + 3200:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("parecord recorded nothing from the monitor")
+            await asyncio.sleep(0.01)
+        return Recording(proc, out)
 
     def start(self) -> None:
         subprocess.run(self.proc_args, env=self.env, check=True)
@@ -120,6 +140,21 @@ class Pulse:
             if time.monotonic() > deadline:
                 raise RuntimeError("pulseaudio did not stop")
             time.sleep(0.05)
+
+
+@dataclass
+class Recording:
+    """A ``parecord`` of the sink's monitor, from :meth:`Pulse.record`."""
+
+    proc: subprocess.Popen[bytes]
+    path: Path
+
+    def stop(self) -> Audio:
+        """What the monitor delivered until now: give the last sound played a moment to
+        come through it first."""
+        self.proc.send_signal(signal.SIGINT)  # parecord then closes the file properly
+        self.proc.wait(timeout=10)
+        return read_wav(self.path)
 
 
 @pytest.fixture(scope="session")

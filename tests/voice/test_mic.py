@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from harkd.testing import run_daemon, spawn_daemon, wait_until
-from harkd.voice.frames import read_wav
 
 from .conftest import Models, Pulse, Speak
 
@@ -66,15 +65,13 @@ async def test_mic_turn_is_transcribed_and_answered_aloud(
         d.daemon.services.shared.update(models.shared())
         await d.write("assistant", ASSISTANT)
         await wait_until(lambda: d.state("assistant") == "active")
-        recording = tmp_path / "sink.wav"
-        rec = pulse.record(recording)
+        rec = await pulse.record(tmp_path / "sink.wav")
         try:
             await asyncio.to_thread(pulse.play(speak("turn on the kitchen lights")).wait)
             await wait_until(lambda: finished(d, 1), timeout=60)
             await asyncio.sleep(1.5)  # let the reply's echo reach the mic, to see it ignored
         finally:
-            rec.terminate()
-            rec.wait()
+            sink = rec.stop()
         done = await runs(d)
         assert len(done) == 1, done  # the reply it heard through the sink started no run
         run = await run_detail(d, done[0]["id"])
@@ -86,7 +83,7 @@ async def test_mic_turn_is_transcribed_and_answered_aloud(
         assert stt["detail"]["turn"]["pre_roll"] > 0
         play = run["steps"][-1]["detail"]
         assert play["seconds"] > 1.0 and play["interrupted"] is False
-        heard = models.transcribe(read_wav(recording)).lower()
+        heard = models.transcribe(sink).lower()
         assert "you said" in heard, heard
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,29 +88,18 @@ async def test_a_cancelled_reply_closes_its_stream_after_its_writer_left_it(
     assert speaking.blocks == 10  # and it wrote no block after the cancel
 
 
-async def test_a_reply_is_played_to_its_end(pulse: Pulse) -> None:
+async def test_a_reply_is_played_to_its_end(pulse: Pulse, tmp_path: Path) -> None:
     # PortAudio's stop() drops what the device still buffers: with OUTPUT_LATENCY's buffer
     # a reply lost its last 0.3 s. A 1 s tone is played and the sink's monitor recorded;
     # the count is of audio samples heard, not of time.
     import numpy as np
-    import sounddevice as sd
 
     from harkd.voice.frames import Audio
 
     rate = 16000
     tone = np.sin(2 * np.pi * 440 * np.arange(rate) / rate) * 12000
-    loud: list[int] = []
-
-    def heard(indata: bytes, frames: int, _time: object, _status: object) -> None:
-        block = np.frombuffer(indata, dtype=np.int16)
-        loud.append(frames if np.abs(block).max() > 3000 else 0)
-
-    mic = sd.RawInputStream(samplerate=rate, channels=1, dtype="int16", device="pulse",
-                            callback=heard, blocksize=160)
-    mic.start()
+    rec = await pulse.record(tmp_path / "sink.wav")
     try:
-        while len(loud) < 20:  # the monitor delivers blocks: it hears from the start
-            await asyncio.sleep(0.05)
         out = DeviceOut("pulse")
         await out.begin(rate)
         try:
@@ -118,6 +108,7 @@ async def test_a_reply_is_played_to_its_end(pulse: Pulse) -> None:
             await out.end(False)
         await asyncio.sleep(0.3)  # the monitor's own latency; the count is of samples
     finally:
-        mic.stop()
-        mic.close()
-    assert sum(loud) / rate > 0.9  # seconds of the 1 s tone that reached the sink
+        heard = np.frombuffer(rec.stop().pcm, dtype=np.int16)
+    blocks = heard[:len(heard) // 160 * 160].reshape(-1, 160)  # 10 ms each
+    loud = int((np.abs(blocks).max(axis=1) > 3000).sum())
+    assert loud * 160 / rate > 0.9  # seconds of the 1 s tone that reached the sink
