@@ -89,8 +89,8 @@ async def trial(mode: str, reply: Audio, user: list[Path], env: dict[str, str],
     t_reply = 0.0
 
     async def listen() -> None:
-        async for frame in capture.frames():
-            frame, floor = gate(frame, speaking)
+        async for frame, at in capture.frames():
+            frame, floor = gate(frame, speaking, at)
             if cleaner is not None:
                 frame = cleaner(frame)
             endpointer.push(frame, floor)

@@ -140,7 +140,7 @@ async def talk_mic(ep: Endpoint, out: TextIO, *, turns: int | None = None,
                   file=sys.stderr)
 
             async def send() -> None:
-                async for frame in capture.frames():
+                async for frame, _ in capture.frames():
                     await ws.send(frame)
 
             sender = asyncio.create_task(send())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -25,7 +26,7 @@ async def test_cancel_as_a_block_arrives_stops_the_frames() -> None:
     got: list[bytes] = []
 
     async def consume() -> None:
-        async for frame in capture.frames():
+        async for frame, _ in capture.frames():
             got.append(frame)
 
     task = asyncio.create_task(consume())
@@ -47,3 +48,26 @@ async def test_no_block_for_the_stall_time_is_device_lost() -> None:
     with pytest.raises(DeviceLost, match=r"no audio for 0\.05s from gone"):
         async for _ in capture.frames():
             pass
+
+
+async def test_frames_carry_their_capture_time() -> None:
+    # blocks of odd sizes at 44.1 kHz: each 20 ms frame is stamped with when its first
+    # sample was captured, whichever block it began in
+    capture = Capture(None)
+    capture.rate = 44100
+    capture._loop = asyncio.get_running_loop()
+    sizes = [1000, 1323, 777, 2205, 441, 3001]
+    before = time.monotonic()
+    capture._callback(bytes(2 * sizes[0]), sizes[0], None, None)
+    after = time.monotonic()
+    first = capture._ring[0][0]
+    assert before - sizes[0] / 44100 <= first <= after - sizes[0] / 44100
+    for i, size in enumerate(sizes[1:], 1):
+        capture._add(bytes(2 * size), first + sum(sizes[:i]) / 44100)
+    want = sum(sizes) * 16000 // 44100 // 320
+    got: list[float] = []
+    async for _, at in capture.frames():
+        got.append(at)
+        if len(got) == want:
+            break
+    assert got == pytest.approx([first + 0.02 * i for i in range(want)], abs=1e-4)

@@ -1,10 +1,13 @@
 """Microphone capture with sounddevice, off the event loop, into a bounded ring.
 
 PortAudio calls :meth:`Capture._callback` on its own thread with each block; the callback
-only copies the bytes into a bounded deque (the oldest block is dropped if the loop falls
-behind, and counted) and wakes the loop at most once per batch. The loop side converts
-blocks to 20 ms frames of the internal format. A device that stops delivering (unplugged,
-the sound server gone) raises :class:`DeviceLost` so the caller can reopen it.
+only copies the bytes, stamped with when they were captured, into a bounded deque (the
+oldest block is dropped if the loop falls behind, and counted) and wakes the loop at most
+once per batch. The loop side converts blocks to 20 ms frames of the internal format, each
+with its capture time, so a loop that stalls and then handles a burst of frames still knows
+when each was heard (the echo canceller lines them up with what was played). A device
+that stops delivering (unplugged, the sound server gone) raises :class:`DeviceLost` so the
+caller can reopen it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import collections
 import threading
 from collections.abc import AsyncIterator
+from time import monotonic
 from typing import Any
 
 import structlog
@@ -47,7 +51,9 @@ class Capture:
         self.overruns = 0
         self.dropped = 0
         self._ring_blocks = max(4, int(ring_seconds * 1000 / FRAME_MS))
-        self._ring: collections.deque[bytes] = collections.deque(maxlen=self._ring_blocks)
+        #: (capture time of the first sample, block)
+        self._ring: collections.deque[tuple[float, bytes]] = collections.deque(
+            maxlen=self._ring_blocks)
         self._lock = threading.Lock()
         self._stream: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -91,10 +97,18 @@ class Capture:
     def _callback(self, indata: Any, frames: int, time: Any, status: Any) -> None:
         if status and status.input_overflow:
             self.overruns += 1
+        # The block ends about now. Not PortAudio's time.inputBufferAdcTime: through
+        # PulseAudio it is on the wall clock (which NTP may step), and it ran 0.6 s behind
+        # the callback for the stream's first second. The entry time kept within 8 ms of
+        # the sample clock under load, and the echo canceller smooths that jitter.
+        self._add(bytes(indata), monotonic() - frames / self.rate)
+
+    def _add(self, block: bytes, at: float) -> None:
+        """Queue a block whose first sample was captured at ``at``, and wake the loop."""
         with self._lock:
             if len(self._ring) == self._ring_blocks:
                 self.dropped += 1
-            self._ring.append(bytes(indata))
+            self._ring.append((at, block))
             if self._wake_pending or self._loop is None:
                 return
             self._wake_pending = True
@@ -103,15 +117,16 @@ class Capture:
         except RuntimeError:  # the loop closed while the device was still delivering
             pass
 
-    def _drain(self) -> list[bytes]:
+    def _drain(self) -> list[tuple[float, bytes]]:
         with self._lock:
             blocks = list(self._ring)
             self._ring.clear()
             self._wake_pending = False
         return blocks
 
-    async def frames(self) -> AsyncIterator[bytes]:
-        """20 ms frames of the internal format as they arrive; raises DeviceLost."""
+    async def frames(self) -> AsyncIterator[tuple[bytes, float]]:
+        """20 ms frames of the internal format as they arrive, each with when its first
+        sample was captured (``time.monotonic`` seconds); raises DeviceLost."""
         framer = Framer()
         resampler = Resampler(self.rate, self.channels)
         while True:
@@ -126,6 +141,7 @@ class Capture:
                 raise DeviceLost(f"no audio for {self.stall:g}s from {self.device or 'default'}"
                                  + ("" if active else " (stream stopped)")) from None
             self._ready.clear()
-            for block in self._drain():
-                for frame in framer.push(resampler.push(block)):
-                    yield frame
+            for at, block in self._drain():
+                start = at - framer.pending  # the framer's leftover came just before
+                for i, frame in enumerate(framer.push(resampler.push(block))):
+                    yield frame, start + i * FRAME_MS / 1000

@@ -100,9 +100,12 @@ class EchoReference:
 class EchoCanceller:
     """Takes the echo of ``reference`` out of one microphone stream's 20 ms frames.
 
-    Frames get a time from a clock that advances 20 ms per frame and is re-anchored to
-    the wall clock when they drift apart by more than 250 ms (a paused client), so the lag
-    stays fixed within a reply and small jitter in delivery does not matter.
+    Frames get a time from a clock that advances 20 ms per frame and moves to the frame's
+    capture time only when the two drift more than 250 ms apart (frames dropped, a paused
+    client), so the lag stays fixed within a reply and jitter does not matter. The mic's
+    frames carry their capture time, so a burst handled late, after the event loop
+    stalled, still lines up with what was played; for sources that do not know it
+    (WebSocket audio, a satellite) the time a frame is handled stands in for it.
     """
 
     def __init__(self, reference: EchoReference) -> None:
@@ -117,9 +120,10 @@ class EchoCanceller:
         self.misfits = 0
         self.correlation = 0.0
 
-    def __call__(self, frame: bytes) -> tuple[bytes, bool]:
-        """The frame with the echo taken out, and whether there was echo to take out."""
-        now = time.monotonic()
+    def __call__(self, frame: bytes, at: float | None = None) -> tuple[bytes, bool]:
+        """The frame with the echo taken out, and whether there was echo to take out.
+        ``at``: when the frame's first sample was captured (monotonic seconds)."""
+        now = time.monotonic() if at is None else at
         t = self._clock + FRAME_SAMPLES / RATE
         if abs(t - now) > 0.25:
             t = now
@@ -235,10 +239,12 @@ class EchoGate:
         self.reference = EchoReference() if mode == "reference" else None
         self._canceller = EchoCanceller(self.reference) if self.reference else None
 
-    def __call__(self, frame: bytes, speaking: Playing) -> tuple[bytes, float]:
+    def __call__(self, frame: bytes, speaking: Playing,
+                 at: float | None = None) -> tuple[bytes, float]:
+        """The frame VAD hears and its floor; ``at`` as for :class:`EchoCanceller`."""
         level = speaking.echo_level()
         if self._canceller is not None:
-            cleaned, echo = self._canceller(frame)
+            cleaned, echo = self._canceller(frame, at)
             if echo:
                 # a good fit leaves far less of the echo than this; a stale one does not
                 return cleaned, max(self.min_level, RESIDUAL * level)

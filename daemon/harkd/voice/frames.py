@@ -148,6 +148,11 @@ class Framer:
     def __init__(self) -> None:
         self._buf = bytearray()
 
+    @property
+    def pending(self) -> float:
+        """Seconds of audio waiting for the rest of their frame."""
+        return len(self._buf) / 2 / RATE
+
     def push(self, pcm: bytes) -> list[bytes]:
         self._buf += pcm
         n = len(self._buf) // FRAME_BYTES

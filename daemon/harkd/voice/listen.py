@@ -114,10 +114,11 @@ class Listener:
 
     # -- fed from the capture loop -------------------------------------------------------
 
-    def feed(self, frame: bytes) -> None:
-        """Take one 20 ms frame of the internal format. Never blocks."""
+    def feed(self, frame: bytes, at: float | None = None) -> None:
+        """Take one 20 ms frame of the internal format, captured at ``at`` (monotonic
+        seconds; None: now, for sources that do not say). Never blocks."""
         self.clock += FRAME_MS / 1000
-        frame, floor = self.echo(frame, self.speaking)
+        frame, floor = self.echo(frame, self.speaking, at)
         if self.cleaner is not None:
             frame = self.cleaner(frame)
         if self.detector is not None:

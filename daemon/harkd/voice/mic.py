@@ -121,8 +121,8 @@ async def listen_mic(
                 started()
                 reported = True
             try:
-                async for frame in capture.frames():
-                    listener.feed(frame)
+                async for frame, at in capture.frames():
+                    listener.feed(frame, at)
                     delay = BACKOFF_START
             except DeviceLost as exc:
                 log.warning("mic_device_lost", device=device or "default", error=str(exc),

@@ -1,0 +1,51 @@
+"""The echo canceller lines microphone frames up with what was played by when they were
+captured, not when they are handled."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harkd.voice.echo import RESIDUAL, EchoCanceller, EchoReference
+from harkd.voice.frames import FRAME_SAMPLES, RATE, Float32, rms, to_pcm
+
+FRAME = FRAME_SAMPLES / RATE
+
+
+def reply(seconds: float) -> Float32:
+    """A stand-in for a spoken reply: noise smoothed like voiced speech (AR(1), seeded)."""
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0.0, 1.0, int(seconds * RATE))
+    x = np.zeros(noise.size, dtype=np.float32)
+    for i in range(1, x.size):
+        x[i] = 0.95 * x[i - 1] + noise[i]
+    peak = float(np.abs(x).max())
+    return x * np.float32(0.2 / peak)
+
+
+def test_echo_is_cancelled_across_a_loop_stall() -> None:
+    # The event loop stalls 300 ms mid-reply; the microphone frames captured meanwhile
+    # wait in Capture's ring and are handled in a burst, while the reply goes on playing.
+    # Timed by when they were handled, the canceller re-anchored its clock at the burst,
+    # the lag into the reference jumped, and the echo got through at 1.2 times the
+    # playback level: the reply barged in on itself. Timed by their capture, the frames
+    # line up with the reference as if nothing had happened.
+    played = reply(3.0)
+    heard = np.concatenate([np.zeros(RATE // 10, np.float32), played]) * np.float32(0.8)
+    # the echo comes 100 ms late, at 0.8 of the level played
+    reference = EchoReference()
+    canceller = EchoCanceller(reference)
+    start = 1000.0  # a monotonic time; the canceller reads no clock when given one
+    stall = range(60, 75)
+    results: dict[int, tuple[bytes, bool]] = {}
+    for k in range(played.size // FRAME_SAMPLES):
+        block = played[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]
+        reference.add(to_pcm(block), RATE, at=start + k * FRAME)  # the writer plays on
+        if k in stall:
+            continue
+        for j in [*stall, k] if k == stall.stop else [k]:
+            frame = to_pcm(heard[j * FRAME_SAMPLES:(j + 1) * FRAME_SAMPLES])
+            results[j] = canceller(frame, at=start + j * FRAME)
+    floor = RESIDUAL * rms(to_pcm(played))  # above this EchoGate takes it for voice
+    late = {j: (round(rms(cleaned), 4), echo) for j, (cleaned, echo) in results.items()
+            if j >= 30 and not (echo and rms(cleaned) < floor)}  # found after 0.6 s
+    assert late == {}, late
