@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__
-from .cli_settings import _settings
+from .cli_settings import load_settings
 
 
 def _import_structlog() -> None:
@@ -232,7 +232,7 @@ def _command(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon, StartupError
 
-    s = _settings(args, listen=args.listen, state=args.state, log_level=args.log_level)
+    s = load_settings(args, listen=args.listen, state=args.state, log_level=args.log_level)
     daemon = Daemon(s)
     try:
         return asyncio.run(daemon.serve(_collect_again))

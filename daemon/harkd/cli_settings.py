@@ -12,7 +12,7 @@ from typing import Any
 EX_CONFIG = 78
 
 
-def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+def load_settings(args: argparse.Namespace, **extra: Any) -> Any:
     from . import config, logs
     from .errors import ConfigErrors
 

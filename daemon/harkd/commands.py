@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .cli_settings import EX_CONFIG, _settings
+from .cli_settings import EX_CONFIG, load_settings
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     paths = args.paths
     loopback, known = True, None
     if not paths or args.config:
-        s = _settings(args)
+        s = load_settings(args)
         paths = paths or [s.pipelines] + ([s.config_file] if s.config_file else [])
         loopback, known = s.loopback, aliases(s)
     else:
@@ -50,7 +50,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from . import logs
     from .testrun import junit, run_tests
 
-    s = _settings(args)
+    s = load_settings(args)
     # Tests fail runs on purpose; their log lines would bury the report.
     logs.configure("debug" if args.verbose else "error", s.log_format)
     t0 = time.perf_counter()
@@ -74,7 +74,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_talk(args: argparse.Namespace) -> int:
     from . import talk
 
-    s = _settings(args)
+    s = load_settings(args)
     host = s.host if s.host not in ("0.0.0.0", "::") else "127.0.0.1"
     base = (args.url or f"http://{host}:{s.port}").rstrip("/")
     try:
@@ -111,7 +111,7 @@ def _print_output(output: Any) -> None:
 def cmd_invoke(args: argparse.Namespace) -> int:
     from .runtime import invoke
 
-    s = _settings(args)
+    s = load_settings(args)
     result = asyncio.run(invoke(s, args.name, _read_input(args.input)))
     if not result.ok:
         print(f"harkd: run {result.run_id} failed: {result.error}", file=sys.stderr)
@@ -124,7 +124,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from .errors import HarkError
     from .runtime import ask
 
-    s = _settings(args)
+    s = load_settings(args)
     try:
         text = asyncio.run(ask(s, args.prompt, model=args.model, stream=args.stream))
     except HarkError as exc:
@@ -138,7 +138,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from .runtime import list_pipelines
 
-    s = _settings(args)
+    s = load_settings(args)
     if args.tools:
         return _list_tools(s, args.json)
     source, items = asyncio.run(list_pipelines(s, offline=args.offline))
@@ -184,7 +184,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     from .runtime import DaemonUnreachable, list_runs
 
-    s = _settings(args)
+    s = load_settings(args)
     try:
         data = asyncio.run(list_runs(s, pipeline=args.name, status=args.status,
                                      limit=args.limit, run_id=args.id))
@@ -220,7 +220,7 @@ def _trigger_text(t: dict[str, Any] | None) -> str:
 def cmd_health(args: argparse.Namespace) -> int:
     from . import health
 
-    url = args.url or health.healthz_url(_settings(args))
+    url = args.url or health.healthz_url(load_settings(args))
     result = health.probe(url, timeout=args.timeout)
     if not result.ok:
         print(f"harkd: unhealthy: {result.detail}", file=sys.stderr)
