@@ -1,20 +1,28 @@
 """Playing a reply on an output device (the PulseAudio null sink of the voice tests):
-how much the stream buffers, and that a cancelled reply closes its stream only after its
-writer thread has left it."""
+how much the stream buffers, that a cancelled reply closes its stream only after its
+writer thread has left it, and that an interrupted reply's play step ends as interrupted
+without waiting for its next sentence."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from harkd.voice.frames import read_wav
+from harkd.core.run import Run, StepRecord
+from harkd.streams import TextStream
+from harkd.testing import run_daemon
+from harkd.voice import AUDIO_OUT, SPEAKING
+from harkd.voice.frames import Audio, read_wav
 from harkd.voice.playback import OUTPUT_LATENCY, WRITER_TIMEOUT, DeviceOut, Speaking
 
-from .conftest import Pulse, Speak
+from .conftest import Models, Pulse, Speak
 
 pytestmark = [pytest.mark.anyio, pytest.mark.audio]
 
@@ -112,3 +120,98 @@ async def test_a_reply_is_played_to_its_end(pulse: Pulse, tmp_path: Path) -> Non
     blocks = heard[:len(heard) // 160 * 160].reshape(-1, 160)  # 10 ms each
     loud = int((np.abs(blocks).max(axis=1) > 3000).sum())
     assert loud * 160 / rate > 0.9  # seconds of the 1 s tone that reached the sink
+
+
+REPLY = """\
+trigger: {http: {}}
+steps:
+  - tts: {}
+  - play: {}
+"""
+#: only keeps a broken build from hanging the session: the old play step waited for the
+#: held synthesis for ever. A passing run ends at the interrupt, whatever the machine.
+HANG_GUARD = 30.0
+
+
+class Watched(DeviceOut):
+    """The pulse device; ``writing`` is set once a sentence is being written, ``written``
+    once a sentence's write has returned (the play step then asks for the next one)."""
+
+    def __init__(self) -> None:
+        super().__init__("pulse")
+        self.writing = asyncio.Event()
+        self.written = asyncio.Event()
+
+    async def write(self, audio: Audio, speaking: Speaking) -> None:
+        self.writing.set()
+        await super().write(audio, speaking)
+        self.written.set()
+
+
+@asynccontextmanager
+async def interrupted(tmp_path: Path, models: Models, at: str
+                      ) -> AsyncIterator[tuple[asyncio.Task[Any], Run]]:
+    """A reply of two sentences interrupted ``at`` "writing" (its first sentence plays)
+    or "written" (between the two) while the real Piper, shared by every pipeline, is
+    busy elsewhere: its lock is held, so the second sentence cannot be synthesized until
+    the block is left. Yields the run's task and the run."""
+    more = asyncio.Event()
+
+    async def text() -> AsyncIterator[str]:
+        yield "This is the first sentence of a long reply. "
+        await more.wait()  # the LLM is still writing
+        yield "The second one waits for the synthesizer."
+
+    async with run_daemon(tmp_path) as d:
+        d.daemon.services.shared.update(models.shared())
+        await d.write("reply", REPLY)
+        bound = d.daemon.catalog.bound("reply")
+        assert bound is not None
+        out, speaking = Watched(), Speaking()
+        run = bound.new_run(TextStream(text()), {"kind": "test"}, streaming=True)
+        run.extra.update({AUDIO_OUT: out, SPEAKING: speaking})
+        task = asyncio.create_task(bound.run(run))
+        await (out.writing if at == "writing" else out.written).wait()
+        busy = models.piper._lock
+        assert busy.acquire(blocking=False)  # nothing synthesizes: the text is not there
+        try:
+            more.set()
+            speaking.interrupt("barge_in")
+            yield task, run
+        finally:
+            busy.release()
+            await asyncio.wait({task})
+
+
+def played(run: Run) -> StepRecord:
+    return next(s for s in run.steps if s.kind == "play")
+
+
+@pytest.mark.parametrize("at", ["writing", "written"])
+async def test_an_interrupt_ends_the_reply_while_its_next_sentence_synthesizes(
+        tmp_path: Path, models: Models, pulse: Pulse, at: str) -> None:
+    # Seen in test_mic: the interrupted reply waited for its next sentence (Piper slowed
+    # by the next turn's Whisper), that turn started meanwhile and cancelled its run.
+    async with interrupted(tmp_path, models, at) as (task, run):
+        await asyncio.wait({task}, timeout=HANG_GUARD)
+        assert task.done(), "the play step waits for the next sentence"
+        result = task.result()
+        record = played(run)
+        assert result.ok, result
+        assert record.detail["interrupted"] is True
+        assert record.detail["interrupt"] == "barge_in"
+
+
+async def test_a_reply_cancelled_after_its_interrupt_records_it(
+        tmp_path: Path, models: Models, pulse: Pulse) -> None:
+    # The next turn cancels a run still finishing (Listener._start): its play step keeps
+    # what it did, that it was interrupted included.
+    async with interrupted(tmp_path, models, "written") as (task, run):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        record = played(run)
+        assert record.status == "cancelled"
+        assert record.detail["interrupted"] is True
+        assert record.detail["interrupt"] == "barge_in"
+        assert record.detail["seconds"] > 1.0  # the first sentence was played

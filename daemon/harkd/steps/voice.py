@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from ..core.pipeline import Build
     from ..core.run import Run
     from ..voice.frames import Audio
-    from ..voice.playback import AudioOut
+    from ..voice.playback import AudioOut, Speaking
     from ..voice.stt import Transcript, Whisper
 
 log = structlog.get_logger("harkd.voice")
@@ -327,9 +328,10 @@ async def speak(run: Run, out: AudioOut, data: Any) -> str:
     """Send speech (or audio) to ``out``, interruptibly; the text that was spoken.
 
     Records ``first_audio_ms``, ``seconds``, ``interrupted`` and the tts timings on the
-    current step. Used by ``play`` and by a ``tts`` step that ends a pipeline. A
-    speculative turn's audio waits for its gate (``gate_ms``, not counted in
-    ``first_audio_ms``: it is the endpointer's time).
+    current step, also when the run is cancelled meanwhile (the next turn started). Used
+    by ``play`` and by a ``tts`` step that ends a pipeline. A speculative turn's audio
+    waits for its gate (``gate_ms``, not counted in ``first_audio_ms``: it is the
+    endpointer's time).
     """
     from ..voice.playback import Speaking
     from ..voice.tts import Speech
@@ -341,11 +343,10 @@ async def speak(run: Run, out: AudioOut, data: Any) -> str:
     waited = 0.0
     seconds = 0.0
     begun = False
+    chunks = aiter(data) if isinstance(data, Speech) else _one(data)
     speaking.active = True
     try:
-        async for audio in _chunks(data):
-            if speaking.interrupted:
-                break
+        while (audio := await _next(chunks, speaking)) is not None:
             if not begun and gate is not None and not gate.is_open:
                 # A speculative turn: the user may still go on (then this run is cancelled).
                 g0 = time.perf_counter()
@@ -362,26 +363,43 @@ async def speak(run: Run, out: AudioOut, data: Any) -> str:
             seconds += audio.seconds
     finally:
         speaking.active = False
+        detail.update(seconds=round(seconds, 3), interrupted=speaking.interrupted)
+        if speaking.interrupted:
+            detail["interrupt"] = speaking.reason
+        if isinstance(data, Speech):
+            detail["tts"] = {k: round(v, 1) for k, v in data.marks.items()}
+            detail["text"] = data.said
+        await chunks.aclose()  # no more synthesis for a reply that is over
         if begun:
             await out.end(speaking.interrupted)
-    detail.update(seconds=round(seconds, 3), interrupted=speaking.interrupted)
+    return data.said if isinstance(data, Speech) else str(getattr(data, "text", ""))
+
+
+async def _one(audio: Audio) -> AsyncGenerator[Audio, None]:
+    yield audio
+
+
+async def _next(chunks: AsyncGenerator[Audio, None], speaking: Speaking) -> Audio | None:
+    """The next chunk of a reply; None at its end, or as soon as it is interrupted.
+
+    An interrupted reply does not wait for its next sentence, which may still be
+    synthesizing (or its text still coming from an LLM): a run that went on waiting was
+    cancelled by the next turn, and lost that it had been interrupted.
+    """
     if speaking.interrupted:
-        detail["interrupt"] = speaking.reason
-    if isinstance(data, Speech):
-        detail["tts"] = {k: round(v, 1) for k, v in data.marks.items()}
-        detail["text"] = data.said
-        return data.said
-    return str(getattr(data, "text", ""))
-
-
-async def _chunks(data: Any) -> Any:
-    from ..voice.tts import Speech
-
-    if isinstance(data, Speech):
-        async for audio in data:
-            yield audio
-    else:
-        yield data
+        return None
+    step = asyncio.ensure_future(anext(chunks, None))
+    stop = asyncio.ensure_future(speaking.wait())
+    try:
+        await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not step.done():
+            step.cancel()  # the generator is closed as the cancellation leaves it
+            await asyncio.wait({step})
+    if step.cancelled() or speaking.interrupted:
+        return None
+    return step.result()
 
 
 def _play(params: dict[str, Any], b: Build) -> PlayStep:

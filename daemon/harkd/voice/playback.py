@@ -5,7 +5,8 @@ writes through it; the listener that started the run reads its level (to ignore 
 voice coming back through the microphone) and interrupts it on barge-in. Audio is written
 in 20 ms blocks and the interrupt is checked between blocks, and a device stream is
 aborted (its buffer dropped), so playback stops well within 200 ms however much the
-device buffers (:data:`OUTPUT_LATENCY`).
+device buffers (:data:`OUTPUT_LATENCY`); the ``play`` step does not wait for the next
+sentence either (:meth:`Speaking.wait`).
 """
 
 from __future__ import annotations
@@ -47,14 +48,16 @@ ECHO_MEMORY = 0.6
 class Speaking:
     """One listener's current reply: whether it plays, how loud, and its interrupt.
 
-    Thread-safe: a device writer thread updates the level, the event loop reads it. With
-    an ``echo`` reference (the listener's), what is played is also kept there, so the
-    listener can take it out of what its microphone hears.
+    A device writer thread notes the level (and reads ``interrupted``), the event loop
+    reads the level; :meth:`interrupt` is called on the event loop, where the ``play``
+    step awaits it (:meth:`wait`). With an ``echo`` reference (the listener's), what is
+    played is also kept there, so the listener can take it out of what its microphone
+    hears.
     """
 
     def __init__(self, echo: EchoReference | None = None) -> None:
         self.echo = echo
-        self._interrupted = threading.Event()
+        self._interrupted = asyncio.Event()
         self._levels: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
         self._lock = threading.Lock()
         self.active = False
@@ -70,6 +73,10 @@ class Speaking:
             self.interrupted_at = time.monotonic()
             self.reason = reason
             self._interrupted.set()
+
+    async def wait(self) -> None:
+        """Return once the reply is interrupted."""
+        await self._interrupted.wait()
 
     def note(self, pcm: bytes, rate: int = RATE) -> None:
         """Record the level (and, for echo cancellation, the audio) of a block that is

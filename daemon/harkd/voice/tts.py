@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -145,7 +145,7 @@ class Speech:
     marks: dict[str, float] = field(default_factory=dict)
     ahead: int = 1
 
-    async def __aiter__(self) -> AsyncIterator[Audio]:
+    async def __aiter__(self) -> AsyncGenerator[Audio, None]:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         # Unbounded queue so the producer can always post its end; ``room`` keeps it
