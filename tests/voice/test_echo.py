@@ -3,6 +3,10 @@ captured, not when they are handled."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 
 from harkd.voice.echo import RESIDUAL, EchoCanceller, EchoReference
@@ -49,3 +53,17 @@ def test_echo_is_cancelled_across_a_loop_stall() -> None:
     late = {j: (round(rms(cleaned), 4), echo) for j, (cleaned, echo) in results.items()
             if j >= 30 and not (echo and rms(cleaned) < floor)}  # found after 0.6 s
     assert late == {}, late
+
+
+PROBE = ("import os, harkd.cli as c; c.main(['schema', '--builtin']); "
+         "print(os.environ.get('OPENBLAS_NUM_THREADS'))")
+
+
+def test_harkd_runs_openblas_on_one_thread_unless_told() -> None:
+    # The canceller's fit is a matrix product on the event loop; with a thread per core
+    # it waited for threads Whisper and Piper kept busy (174 ms at p99).
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    seen = [subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                           timeout=60, env={**env, **extra}).stdout.splitlines()[-1]
+            for extra in ({}, {"OPENBLAS_NUM_THREADS": "2"})]
+    assert seen == ["1", "2"]
