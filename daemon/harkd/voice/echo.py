@@ -14,7 +14,6 @@ voice with the echo taken out. It costs nothing while nothing was played lately.
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from typing import Protocol
@@ -41,11 +40,6 @@ MIN_CORRELATION = 0.5
 SEARCH_EVERY = 5
 #: how much better (normalised correlation) a new lag must be to replace the current one
 STICKY = 0.1
-#: the canceller's clock moves to a frame's time when the two are this far apart ...
-DRIFT = 0.25
-#: ... and, when frames without a capture time come late, only after this many frames
-#: (0.5 s) steadily late (see :class:`EchoCanceller`)
-SETTLE = 25
 #: filter taps (at 16 kHz) before and after the lag
 TAPS_BEFORE, TAPS_AFTER = 8, 24
 TAPS = TAPS_BEFORE + TAPS_AFTER
@@ -106,26 +100,17 @@ class EchoReference:
 class EchoCanceller:
     """Takes the echo of ``reference`` out of one microphone stream's 20 ms frames.
 
-    Frames get a time from a clock that advances 20 ms per frame, so the lag stays fixed
-    within a reply and jitter does not matter. It moves to a frame's capture time when the
-    two drift more than ``DRIFT`` apart (frames dropped); the mic's frames carry it, so a
-    burst handled late, after the event loop stalled, still lines up with what was
-    played. For sources that do not know it (WebSocket audio, a satellite) the time a
-    frame is handled stands in for it: a stall or a network hiccup makes frames late by
-    up to its length and then delivers them in a burst that catches up with the clock
-    (the gap shrinks 20 ms a frame), which the clock must not follow. So a late frame
-    without a capture time moves the clock only when the last ``SETTLE`` frames (0.5 s)
-    were all more than ``DRIFT`` late, and steadily, by amounts within ``DRIFT`` of each
-    other (a client that paused, or dropped frames; a burst's gap shrinks by more over
-    them, and stalls in between make it uneven too); an early one (more than ``DRIFT``
-    before the clock, which a late frame set) moves it at once.
+    Frames get a time from a clock that advances 20 ms per frame and moves to the frame's
+    capture time only when the two drift more than 250 ms apart (frames dropped, a paused
+    client), so the lag stays fixed within a reply and jitter does not matter. The mic's
+    frames carry their capture time, so a burst handled late, after the event loop
+    stalled, still lines up with what was played; for sources that do not know it
+    (WebSocket audio, a satellite) the time a frame is handled stands in for it.
     """
 
     def __init__(self, reference: EchoReference) -> None:
         self.reference = reference
-        self._clock: float | None = None
-        #: for frames without a capture time: how late the last ``SETTLE`` came (seconds)
-        self._late: collections.deque[float] = collections.deque(maxlen=SETTLE)
+        self._clock = 0.0
         self._mic: Float32 = np.zeros(int(WINDOW * RATE), dtype=np.float32)
         self._lag: float | None = None
         self._filter: Float32 | None = None
@@ -139,7 +124,10 @@ class EchoCanceller:
         """The frame with the echo taken out, and whether there was echo to take out.
         ``at``: when the frame's first sample was captured (monotonic seconds)."""
         now = time.monotonic() if at is None else at
-        t = self._tick(now, timed=at is not None)
+        t = self._clock + FRAME_SAMPLES / RATE
+        if abs(t - now) > 0.25:
+            t = now
+        self._clock = t
         mic = from_pcm(frame)
         self._mic = np.concatenate([self._mic[mic.size:], mic])
         if now - self.reference.end > MAX_DELAY + WINDOW or mic.size != FRAME_SAMPLES:
@@ -164,28 +152,6 @@ class EchoCanceller:
             self.misfits += 1
             return frame, False
         return to_pcm(residual), True
-
-    def _tick(self, now: float, timed: bool) -> float:
-        """The frame's time: the clock's next 20 ms, or ``now`` (its capture time if
-        ``timed``, else when it is handled) when the class docstring's rule says so."""
-        if self._clock is None:
-            self._clock = now
-            return now
-        t = self._clock + FRAME_SAMPLES / RATE
-        gap = now - t  # how late the frame is by the clock
-        if timed:
-            move = abs(gap) > DRIFT
-        else:
-            late = self._late
-            late.append(gap)
-            # a burst catches up with the clock, 20 ms a frame; a paused client does not
-            move = gap < -DRIFT or (len(late) == SETTLE and min(late) > DRIFT
-                                    and max(late) - min(late) < DRIFT)
-        if move:
-            t = now
-            self._late.clear()
-        self._clock = t
-        return t
 
     def _search(self, t: float) -> None:
         """Find the lag of the echo in the microphone window ending at ``t`` and fit the
