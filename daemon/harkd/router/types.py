@@ -18,39 +18,34 @@ T = TypeVar("T")
 
 
 def quick_init(cls: type[T]) -> type[T]:
-    """Give a frozen dataclass an ``__init__`` that fills its instance dict directly.
+    """Give a frozen dataclass an ``__init__`` that sets all its fields in one step.
 
     The generated one sets each field through ``object.__setattr__``: a gateway call makes
     five of these values, and that came to 5 µs of its CPU (Attempt's 14 fields: 1.8 µs,
-    0.8 µs setting ``__dict__`` to a new dict in one step; filling the instance's own
-    dict item by item is about 1k instructions less a value again). Same signature,
-    defaults and default factories; still frozen.
+    0.8 µs this way). Same signature, defaults and default factories; still frozen.
     """
     if hasattr(cls, "__post_init__") or getattr(cls, "__slots__", None) is not None:
         raise TypeError(f"quick_init cannot make {cls.__name__}'s __init__ "
                         "(it has __post_init__ or slots)")
     params: list[str] = []
-    body: list[str] = []
-    ns: dict[str, Any] = {"MISSING": dataclasses.MISSING}
+    items: list[str] = []
+    ns: dict[str, Any] = {"MISSING": dataclasses.MISSING, "setattr": object.__setattr__}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         name = f.name
-        if name == "_fields_":
-            raise TypeError(f"quick_init cannot make {cls.__name__}'s __init__ "
-                            "(a field is named _fields_)")
-        value = name
         if f.default is not dataclasses.MISSING:
             ns[f"d_{name}"] = f.default
             params.append(f"{name}=d_{name}")
+            items.append(f"{name!r}: {name}")
         elif f.default_factory is not dataclasses.MISSING:
             ns[f"f_{name}"] = f.default_factory
             params.append(f"{name}=MISSING")
-            value = f"f_{name}() if {name} is MISSING else {name}"
+            items.append(f"{name!r}: f_{name}() if {name} is MISSING else {name}")
         else:
             params.append(name)
-        body.append(f"    _fields_[{name!r}] = {value}\n")
+            items.append(f"{name!r}: {name}")
     # The source is made from the field names, as dataclasses makes its own __init__.
     exec(f"def __init__(self, {', '.join(params)}):\n"
-         "    _fields_ = self.__dict__\n" + "".join(body), ns)
+         f"    setattr(self, '__dict__', {{{', '.join(items)}}})\n", ns)
     init = ns["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__
