@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import __version__
-from .cli_settings import load_settings
+from .cli_settings import EX_CONFIG, load_settings
 
 
 def _import_structlog() -> None:
@@ -118,6 +118,8 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     common(r)
     r.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:8420)")
     r.add_argument("--state", help="state folder")
+    r.add_argument("--loop", choices=("auto", "uvloop", "asyncio"),
+                   help="event loop (default auto: uvloop when installed)")
     r.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     r.set_defaults(func=cmd_run)
 
@@ -237,13 +239,38 @@ def _command(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon, StartupError
 
-    s = load_settings(args, listen=args.listen, state=args.state, log_level=args.log_level)
+    s = load_settings(args, listen=args.listen, state=args.state, log_level=args.log_level,
+                      loop=args.loop)
+    try:
+        factory = loop_factory(s.loop)
+    except ImportError:
+        print("harkd: server.loop is uvloop, which is not installed (pip install uvloop)",
+              file=sys.stderr)
+        return EX_CONFIG
     daemon = Daemon(s)
     try:
-        return asyncio.run(daemon.serve(_collect_again))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(daemon.serve(_collect_again))
     except StartupError as exc:
         print(f"harkd: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``server.loop`` names, as a factory for :class:`asyncio.Runner`
+    (``None``: asyncio's own). ``auto`` is uvloop when it can be imported: the same
+    daemon on libuv runs a gateway call in about a fifth fewer instructions (asyncio's
+    loop, its transports and a task per request are in C there). ``uvloop`` raises
+    :class:`ImportError` when it is not installed."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":  # pragma: no cover

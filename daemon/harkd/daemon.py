@@ -212,6 +212,7 @@ class Daemon:
         self.ready = True
         log.info("daemon_ready", listen=f"{self.address[0]}:{self.address[1]}",
                  pipelines=self.catalog.summary(), version=__version__,
+                 loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
                  load_ms=round((time.perf_counter() - t0) * 1000, 1),
                  cached=self.catalog.cache.hits if self.catalog.cache else 0)
         self.notifier.ready(self.catalog.summary())
@@ -371,8 +372,9 @@ class Daemon:
 
 
 def _overrides(s: Settings) -> dict[str, Any]:
-    """What a reload of ``harkd.yaml`` keeps: the listener and folders need a restart."""
-    return {"listen": s.listen, "pipelines": s.pipelines, "state": s.state}
+    """What a reload of ``harkd.yaml`` keeps: the listener, the loop and the folders need a
+    restart."""
+    return {"listen": s.listen, "loop": s.loop, "pipelines": s.pipelines, "state": s.state}
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -50,6 +50,9 @@ TABLE: tuple[Setting, ...] = (
             {"type": ["string", "null"]}),
     Setting("server.max_body", 1024 * 1024,
             "Largest request body in bytes; larger ones get 413.", SIZE_SCHEMA, kind=int),
+    Setting("server.loop", "auto",
+            "Event loop of harkd run: uvloop, asyncio, or auto (uvloop when installed).",
+            {"enum": ["auto", "uvloop", "asyncio"]}, flag="--loop"),
     Setting("server.shutdown_timeout", "30s",
             "How long a shutdown waits for runs to finish.", durations.SCHEMA),
     Setting("pipelines", "pipelines/", "The watched folder of pipeline files.",
@@ -85,6 +88,7 @@ class Settings:
     listen: str = "127.0.0.1:8420"
     token: str | None = None
     max_body: int = 1024 * 1024
+    loop: str = "auto"
     shutdown_timeout: float = 30.0
     pipelines: Path = Path("pipelines")
     state: Path = field(default_factory=lambda: Path("~/.local/state/harkd").expanduser())
@@ -193,6 +197,8 @@ def _coerce(s: Setting, value: Any, base: Path) -> Any:
             return int(value)
         if s.key == "server.listen":
             split_listen(str(value))
+        if "enum" in s.schema and value not in s.schema["enum"]:
+            raise ValueError(f"{value!r} is not one of {', '.join(s.schema['enum'])}")
     except ValueError as exc:
         raise ConfigErrors([ConfigError(f"{where}: {exc}", Position("<settings>"))]) from None
     return value

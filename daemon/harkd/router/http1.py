@@ -164,8 +164,8 @@ class Connection(asyncio.Protocol):
     # -- protocol callbacks --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a TCP transport; not an asyncio.Transport subclass on uvloop (server.loop)
+        self.transport = transport  # type: ignore[assignment]
         # kept: each asyncio.get_running_loop() is a getpid() system call on Python 3.11
         self._loop = asyncio.get_running_loop()
 
