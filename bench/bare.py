@@ -1,10 +1,13 @@
 """The baseline server: a bare aiohttp handler doing the same work as harkd's one-step
 template webhook (read a JSON body, render the template in Jinja's immutable sandbox,
-answer text/plain), with nothing else. ``python bench/bare.py PORT``."""
+answer text/plain), with nothing else. ``python bench/bare.py PORT``; on asyncio's loop,
+or on uvloop's with ``BENCH_BASELINE_LOOP=uvloop`` (harkd's own default)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
 
 from aiohttp import web
@@ -31,7 +34,16 @@ def main() -> None:
     app.router.add_post("/hooks/{name}", hook)
     app.router.add_get("/readyz", ready)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None,
-                print=None, handle_signals=True)
+                print=None, handle_signals=True, loop=baseline_loop())
+
+
+def baseline_loop() -> asyncio.AbstractEventLoop | None:
+    """uvloop's loop when ``BENCH_BASELINE_LOOP=uvloop``; else None (asyncio's)."""
+    if os.environ.get("BENCH_BASELINE_LOOP") != "uvloop":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible upstream for the gateway and CLI benchmarks: it answers
 chat completions at once with a fixed reply, so what is measured is the path in between.
 
-``python bench/upstream.py PORT``. Routes:
+``python bench/upstream.py PORT`` (on uvloop's loop with ``BENCH_BASELINE_LOOP=uvloop``,
+as bare.py). Routes:
 
 - ``POST /v1/chat/completions``: a fixed completion (SSE chunks when ``stream`` is true).
 - ``POST /fail/v1/chat/completions``: always 500, as a broken first deployment.
@@ -92,4 +93,7 @@ def app() -> web.Application:
 
 
 if __name__ == "__main__":
-    web.run_app(app(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    from bare import baseline_loop
+
+    web.run_app(app(), host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
+                loop=baseline_loop())
