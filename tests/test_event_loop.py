@@ -66,3 +66,23 @@ def test_an_unknown_loop_is_a_configuration_error(tmp_path: Path) -> None:
     assert done.returncode == 78
     assert "server.loop (from HARKD_LOOP or the command line): 'libev' is not one of" \
         in done.stderr
+
+
+def test_without_uvloop_auto_is_asyncio_and_uvloop_is_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harkd.cli import loop_factory
+
+    assert loop_factory("auto") is not None and loop_factory("asyncio") is None
+    # uvloop hidden as if it were not installed (sys.modules[name] = None fails its import)
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    assert loop_factory("auto") is None
+    with pytest.raises(ImportError):
+        loop_factory("uvloop")
+    code = ("import sys; sys.modules['uvloop'] = None; from harkd.cli import main; "
+            "raise SystemExit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "run", "--pipelines", str(tmp_path),
+                           "--listen", "127.0.0.1:0", "--state", str(tmp_path / "s"),
+                           "--loop", "uvloop"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HARKD_CONFIG": ""})
+    assert done.returncode == 78
+    assert "server.loop is uvloop, which is not installed" in done.stderr
