@@ -55,6 +55,34 @@ def test_echo_is_cancelled_across_a_loop_stall() -> None:
     assert late == {}, late
 
 
+def test_echo_is_found_again_at_once_after_the_speaker_ran_dry() -> None:
+    # A WebSocket client's speaker runs dry for 100 ms while the daemon's loop stalls, then
+    # plays on from where it was: from then on the echo comes 100 ms later than before,
+    # though the reference, written back to back, has no gap. The canceller kept the old
+    # lag until its next search and then fitted a window mostly from before the move, so
+    # frames went on being taken for cancelled with the echo still in them. It searches
+    # the audio since the move at once and keeps whichever fit explains the frame.
+    played = reply(3.0)
+    dry = 60 * FRAME_SAMPLES  # the speaker plays silence for 5 frames from frame 60
+    heard = np.concatenate([np.zeros(RATE // 10, np.float32), played[:dry - RATE // 10],
+                            np.zeros(5 * FRAME_SAMPLES, np.float32),
+                            played[dry - RATE // 10:]])[:played.size] * np.float32(0.8)
+    reference = EchoReference()
+    canceller = EchoCanceller(reference)
+    start = 1000.0
+    results: dict[int, tuple[bytes, bool]] = {}
+    for k in range(played.size // FRAME_SAMPLES):
+        block = played[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]
+        reference.add(to_pcm(block), RATE, at=start + k * FRAME)
+        frame = to_pcm(heard[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES])
+        results[k] = canceller(frame, at=start + k * FRAME)
+    floor = RESIDUAL * rms(to_pcm(played))
+    # the silent frames hold no echo; the first frame it is back in is judged by level
+    through = {k: (round(rms(cleaned), 4), echo) for k, (cleaned, echo) in results.items()
+               if k >= 30 and k not in range(60, 66) and not (echo and rms(cleaned) < floor)}
+    assert through == {}, through
+
+
 PROBE = ("import os, harkd.cli as c; c.main(['schema', '--builtin']); "
          "print(os.environ.get('OPENBLAS_NUM_THREADS'))")
 

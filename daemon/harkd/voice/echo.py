@@ -6,10 +6,11 @@ echo arrives louder than it was played (a speaker next to the mic, automatic gai
 makes the user shout to interrupt. Here the playback keeps what it played on a wall-clock
 timeline (:class:`EchoReference`), and :class:`EchoCanceller` finds, for each microphone
 frame, where in that timeline its echo comes from (the lag with the strongest normalised
-cross-correlation, searched by FFT every ``SEARCH_EVERY`` frames), fits a short filter from
-the reference to the microphone by least squares over the last ``WINDOW`` seconds (gain,
-resampling differences and the first reflections), and hands VAD the residual: the user's
-voice with the echo taken out. It costs nothing while nothing was played lately.
+cross-correlation, searched by FFT every ``SEARCH_EVERY`` frames, and at once, on the audio
+since, when a frame is left mostly unexplained), fits a short filter from the reference to
+the microphone by least squares over the last ``WINDOW`` seconds (gain, resampling
+differences and the first reflections), and hands VAD the residual: the user's voice with
+the echo taken out. It costs nothing while nothing was played lately.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ MIN_CORRELATION = 0.5
 SEARCH_EVERY = 5
 #: how much better (normalised correlation) a new lag must be to replace the current one
 STICKY = 0.1
+#: how far past a lag the clock moved the search then reaches
+SEARCH_MARGIN = 0.2
+#: a frame the fit leaves more than this fraction of (energy) is searched again at once
+UNEXPLAINED = 0.3
+#: the shortest stretch of microphone audio (frames) such a search is fitted on
+MIN_FRESH = 2
 #: filter taps (at 16 kHz) before and after the lag
 TAPS_BEFORE, TAPS_AFTER = 8, 24
 TAPS = TAPS_BEFORE + TAPS_AFTER
@@ -102,7 +109,8 @@ class EchoCanceller:
 
     Frames get a time from a clock that advances 20 ms per frame and moves to the frame's
     capture time only when the two drift more than 250 ms apart (frames dropped, a paused
-    client), so the lag stays fixed within a reply and jitter does not matter. The mic's
+    client), so the lag stays fixed within a reply and jitter does not matter; the lag moves
+    with the clock then, since the frames still followed each other. The mic's
     frames carry their capture time, so a burst handled late, after the event loop
     stalled, still lines up with what was played; for sources that do not know it
     (WebSocket audio, a satellite) the time a frame is handled stands in for it.
@@ -115,6 +123,10 @@ class EchoCanceller:
         self._lag: float | None = None
         self._filter: Float32 | None = None
         self._since = 0
+        #: microphone samples since the echo last seemed to move (searches fit on these)
+        self._fresh = self._mic.size
+        #: the longest lag searched: MAX_DELAY, or more once the clock moved the lag past it
+        self._reach = MAX_DELAY
         #: frames handled while echo was possible, and the last correlation found
         self.active_frames = 0
         self.misfits = 0
@@ -126,26 +138,44 @@ class EchoCanceller:
         now = time.monotonic() if at is None else at
         t = self._clock + FRAME_SAMPLES / RATE
         if abs(t - now) > 0.25:
+            if self._lag is not None:
+                # frames that came in a burst, or late, followed each other all the same:
+                # the echo is where it was in them, so move the lag with the clock
+                self._lag += now - t
+                self._reach = max(self._reach, self._lag + SEARCH_MARGIN)
             t = now
         self._clock = t
         mic = from_pcm(frame)
         self._mic = np.concatenate([self._mic[mic.size:], mic])
-        if now - self.reference.end > MAX_DELAY + WINDOW or mic.size != FRAME_SAMPLES:
+        if now - self.reference.end > self._reach + WINDOW or mic.size != FRAME_SAMPLES:
             self._lag = self._filter = None
+            self._reach = MAX_DELAY
             return frame, False
         self._since += 1
+        self._fresh = min(self._mic.size, self._fresh + mic.size)
         if self._lag is None or self._since >= SEARCH_EVERY:
             self._search(t)
             self._since = 0
         if self._lag is None or self._filter is None:
             return frame, False
         self.active_frames += 1
-        # rows of the reference around the lag, one per microphone sample (see _fit)
-        end = t - self._lag + TAPS_BEFORE / RATE
-        ref = self.reference.span(end - (FRAME_SAMPLES + TAPS - 1) / RATE, end)
-        echo = np.lib.stride_tricks.sliding_window_view(ref, TAPS) @ self._filter
-        residual = mic - echo
-        if float(np.dot(residual, residual)) > 1.5 * float(np.dot(mic, mic)) + 1e-7:
+        residual = self._residual(mic, t)
+        mic_energy = float(np.dot(mic, mic))
+        left = float(np.dot(residual, residual))
+        if left > UNEXPLAINED * mic_energy + 1e-7:
+            # the echo may have moved (a client's speaker ran dry, the clock re-anchored):
+            # look for it at once in the audio since, rather than in a window that is
+            # mostly from before the move, and keep whichever fit explains this frame
+            kept = self._lag, self._filter
+            self._fresh = mic.size
+            self._search(t)
+            self._since = 0
+            again = self._residual(mic, t) if self._filter is not None else residual
+            if float(np.dot(again, again)) < left:
+                residual, left = again, float(np.dot(again, again))
+            else:
+                self._lag, self._filter = kept
+        if left > 1.5 * mic_energy + 1e-7:
             # the echo moved (the output's latency changed): search again at once, and
             # let the caller judge this frame by level
             self._since = SEARCH_EVERY
@@ -153,20 +183,32 @@ class EchoCanceller:
             return frame, False
         return to_pcm(residual), True
 
+    def _residual(self, mic: Float32, t: float) -> Float32:
+        """``mic``, the frame at ``t``, less the echo the current lag and filter predict."""
+        assert self._lag is not None and self._filter is not None
+        # rows of the reference around the lag, one per microphone sample (see _fit)
+        end = t - self._lag + TAPS_BEFORE / RATE
+        ref = self.reference.span(end - (FRAME_SAMPLES + TAPS - 1) / RATE, end)
+        echo: Float32 = np.lib.stride_tricks.sliding_window_view(ref, TAPS) @ self._filter
+        return mic - echo
+
     def _search(self, t: float) -> None:
-        """Find the lag of the echo in the microphone window ending at ``t`` and fit the
-        filter; leave both None when the reference is silent there."""
-        w = self._mic.size
-        ref = self.reference.span(t - WINDOW - MAX_DELAY, t + LEAD)
+        """Find the lag of the echo in the microphone audio ending at ``t`` (the window,
+        or what came since the echo last seemed to move) and fit the filter; leave both
+        None when the reference is silent there."""
+        w = max(self._fresh, min(self._mic.size, MIN_FRESH * FRAME_SAMPLES))
+        mic = self._mic[-w:]
+        reach = self._reach
+        ref = self.reference.span(t - w / RATE - reach, t + LEAD)
         ref_energy = np.concatenate([[0.0], np.cumsum(ref.astype(np.float64) ** 2)])
         if ref_energy[-1] < 1e-6:
             self._lag = self._filter = None
             return
         size = 1 << int(np.ceil(np.log2(ref.size + w)))
-        corr = np.fft.irfft(np.fft.rfft(ref, size) * np.conj(np.fft.rfft(self._mic, size)),
+        corr = np.fft.irfft(np.fft.rfft(ref, size) * np.conj(np.fft.rfft(mic, size)),
                             size)[: ref.size - w + 1]
         window_energy = ref_energy[w:] - ref_energy[:-w]
-        mic_energy = float(np.dot(self._mic, self._mic)) + 1e-9
+        mic_energy = float(np.dot(mic, mic)) + 1e-9
         # lags where the reference is (nearly) silent cannot explain the microphone
         audible = window_energy > 1e-3 * float(window_energy.max())
         norm = np.where(audible, np.abs(corr) / np.sqrt(window_energy * mic_energy + 1e-12),
@@ -175,22 +217,22 @@ class EchoCanceller:
         if self._lag is not None:
             # keep the lag unless another one is clearly better: the user's own voice or
             # a quiet stretch must not move the filter away from a good fit
-            kept = round((MAX_DELAY - self._lag) * RATE)
+            kept = round((reach - self._lag) * RATE)
             if 0 <= kept < norm.size and norm[kept] >= norm[k] - STICKY:
                 k = kept
         self.correlation = float(norm[k])
         if self.correlation < MIN_CORRELATION:  # the echo has not arrived, or is lost
             self._lag = self._filter = None
             return
-        # ref[k] lines up with the window's first sample, at t - WINDOW
-        self._lag = MAX_DELAY - k / RATE
-        self._filter = self._fit(ref, k)
+        # ref[k] lines up with the window's first sample, at t - w / RATE
+        self._lag = reach - k / RATE
+        self._filter = self._fit(ref, k, mic)
 
-    def _fit(self, ref: Float32, k: int) -> Float32 | None:
+    def _fit(self, ref: Float32, k: int, mic: Float32) -> Float32 | None:
         """Least-squares filter from the reference around ``ref[k]`` to the microphone
         window: sample ``i`` of the window is modelled from ``ref[k + i - TAPS_AFTER + 1]``
         to ``ref[k + i + TAPS_BEFORE]``."""
-        w = self._mic.size
+        w = mic.size
         seg = _slice(ref, k - TAPS_AFTER + 1, k + w + TAPS_BEFORE)
         if float(np.dot(seg, seg)) < 1e-6:
             return None
@@ -198,7 +240,7 @@ class EchoCanceller:
         # normal equations, with a little ridge so silence in the reference stays solvable
         gram = rows.T @ rows
         gram += np.eye(TAPS, dtype=np.float32) * (1e-3 * float(np.trace(gram)) / TAPS)
-        h = np.linalg.solve(gram, rows.T @ self._mic)
+        h = np.linalg.solve(gram, rows.T @ mic)
         return h.astype(np.float32)
 
 
