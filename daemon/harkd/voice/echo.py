@@ -171,8 +171,9 @@ class EchoCanceller:
             self._search(t)
             self._since = 0
             again = self._residual(mic, t) if self._filter is not None else residual
-            if float(np.dot(again, again)) < left:
-                residual, left = again, float(np.dot(again, again))
+            again_left = float(np.dot(again, again))
+            if again_left < left:
+                residual, left = again, again_left
             else:
                 self._lag, self._filter = kept
         if left > 1.5 * mic_energy + 1e-7:
