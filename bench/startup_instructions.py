@@ -16,6 +16,12 @@ runs about 50 times slower, so this takes a minute or two.
 
     .venv/bin/python bench/startup_instructions.py [--pipelines 100]
     .venv/bin/python bench/startup_instructions.py --tree /tmp/old/daemon  # another tree too
+    .venv/bin/python bench/startup_instructions.py --parts  # and where the imports go
+
+``--parts`` also counts the imports of a start one layer at a time (each row a process
+that imports everything above it too, then leaves): the interpreter, what bare aiohttp
+imports, each library harkd adds, harkd's own modules, PyYAML; the table gives each
+layer's increment, so the starts' totals can be read against the layers they are made of.
 
 Needs ``valgrind`` (``apt-get install valgrind``).
 """
@@ -62,9 +68,42 @@ def count(args: list[str], env: dict[str, str]) -> int:
     return int(found[1])
 
 
+#: the layers of a start's imports, in the order ``harkd run`` makes them (``--parts``)
+PARTS = [
+    ("the interpreter", "pass"),
+    ("asyncio, argparse, json, logging (harkd.cli's own)",
+     "import asyncio, argparse, json, logging"),
+    ("structlog (rich hidden, as harkd.cli imports it)",
+     "import harkd.cli as c; c._import_structlog()"),
+    ("aiohttp.web, jinja2.sandbox (what bare aiohttp imports)",
+     "import aiohttp.web, jinja2.sandbox"),
+    ("uvloop", "import uvloop"),
+    ("anyio", "import anyio, anyio.abc"),
+    ("anyio's asyncio backend (the first task group)", "import anyio._backends._asyncio"),
+    ("watchfiles", "import watchfiles"),
+    ("sqlite3 (the run log)", "import sqlite3"),
+    ("harkd's modules of a start (daemon, template step, http trigger)",
+     "import harkd.daemon, harkd.steps.basic, harkd.triggers.http"),
+    ("PyYAML (a first start only)", "import harkd.yamlfile as y; y._import_yaml()"),
+]
+
+
+def parts() -> list[tuple[str, int]]:
+    """Each layer of :data:`PARTS` with the instructions it adds to those above it."""
+    rows, code, before = [], "import gc; gc.disable(); import os", 0
+    for name, statement in PARTS:
+        code += "; " + statement
+        total = count([code + "; os._exit(0)"], {})
+        rows.append((name, total - before))
+        before = total
+    return rows
+
+
 def main() -> int:
     ap = callgrind.parser(__doc__, keep=False)
     ap.add_argument("--pipelines", type=int, default=100)
+    ap.add_argument("--parts", action="store_true",
+                    help="also count the imports of a start layer by layer")
     args = ap.parse_args()
     trees = callgrind.trees(args.tree)
     if trees is None:
@@ -88,6 +127,11 @@ def main() -> int:
     print("| start | instructions | / bare |\n|---|---|---|")
     for name, value in rows:
         print(f"| {name} | {value / 1e6:,.1f}M | {value / bare:.3f}x |")
+    if args.parts:
+        print("\nThe imports of a start, layer by layer (each row's increment)\n")
+        print("| layer | instructions | / bare |\n|---|---|---|")
+        for name, value in parts():
+            print(f"| {name} | {value / 1e6:,.1f}M | {value / bare:.3f}x |")
     return 0
 
 
