@@ -7,7 +7,7 @@ measured in the same run.
 
 The reply is espeak-ng speech (real pauses between words and sentences); the microphone
 hears it 100 ms late at 0.8 of its level, as a speaker next to the mic would, with a
-little room noise, and in the ``barge-in`` case a second voice speaks over 4 s of it. The
+little room noise, and in the ``barge-in`` case a second voice speaks over its middle. The
 frames are fed as fast as the code takes them, each with the time it was captured, so
 the figure is CPU per frame, reported also as a share of one core in real time (20 ms of
 audio a frame). Best of ``--repeats``; numpy on one thread, as ``harkd`` runs it.
@@ -93,7 +93,7 @@ def main() -> int:
     echo = np.concatenate([np.zeros(delay, np.float32), played])[: played.size] * np.float32(0.8)
     room = rng.normal(0.0, 0.002, played.size).astype(np.float32)
     user, rate = espeak_raw("stop, stop, that is enough, thank you", "en-gb")
-    voice = resample(user, rate)[: 4 * RATE] * np.float32(0.6)
+    voice = resample(user, rate) * np.float32(0.6)
     barge = echo + room
     at = played.size // 2
     barge[at:at + voice.size] += voice
