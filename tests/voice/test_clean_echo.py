@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,39 +71,102 @@ def test_the_options_reach_the_listener_config() -> None:
 
 
 class EchoingClient:
-    """A WebSocket audio client whose microphone hears its own speaker: every 20 ms it
-    sends a frame of what it was asked to say plus ``gain`` times the reply audio it has
-    received (played at once), as a laptop with its speaker next to its mic would."""
+    """A WebSocket audio client whose microphone hears its own speaker, as a laptop with
+    its speaker next to its mic would: every 20 ms it plays the next 20 ms of the reply it
+    has received (silence when there is none) and sends a mic frame of what it was asked
+    to say plus ``gain`` times what it played.
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, gain: float) -> None:
-        self.ws = ws
+    With ``own_thread`` it runs in a thread with its own event loop and HTTP session and
+    paces itself by the monotonic clock, as a real client runs in its own process on its
+    sound card's clock: when the daemon's loop stalls, its frames queue up in the socket
+    and its speaker runs dry. Without, it shares the daemon's loop, stalls with it and
+    then plays its buffer on (the reference has a gap there that its echo has not).
+    """
+
+    def __init__(self, url: str, gain: float, own_thread: bool) -> None:
+        self.url = url
         self.gain = gain
         self.speech = np.zeros(0, dtype=np.float32)
         self.echo = np.zeros(0, dtype=np.float32)
         self.events: list[dict[str, Any]] = []
         self.reply_seconds = 0.0
         self._rate = RATE
+        self._tasks: list[asyncio.Task[None]] = []
+        self._thread: threading.Thread | None = None
+        if own_thread:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-    async def mic(self) -> None:
+    async def __aenter__(self) -> EchoingClient:
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+        else:
+            self._thread.start()
+        await self._call(self._connect())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._call(self._close())
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join)
+            self._loop.close()
+
+    def say(self, samples: Any) -> None:
+        """Start saying ``samples`` (over whatever is playing)."""
+        self._loop.call_soon_threadsafe(setattr, self, "speech", samples)
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        await self._call(self.ws.send_json(message))
+
+    async def finished(self) -> None:
+        """Wait for the run's result (or error)."""
+        await self._call(asyncio.wait_for(asyncio.shield(self._tasks[1]), 60))
+
+    def done(self) -> bool:
+        return self._tasks[1].done()
+
+    async def _call(self, coro: Any) -> Any:
+        if self._thread is None:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    async def _connect(self) -> None:
+        self.http = aiohttp.ClientSession()
+        self.ws = await self.http.ws_connect(self.url)
+        self._tasks = [asyncio.create_task(self._mic()), asyncio.create_task(self._speaker())]
+
+    async def _close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.ws.close()
+        await self.http.close()
+
+    def _frame(self) -> Any:
         n = FRAME_BYTES // 2
-        tick = asyncio.get_running_loop().time()
-        while True:
-            frame = np.zeros(n, dtype=np.float32)
-            for name in ("speech", "echo"):
-                buf = getattr(self, name)
-                take = buf[:n]
-                frame[:take.size] += take * (self.gain if name == "echo" else 1.0)
-                setattr(self, name, buf[n:])
-            await self.ws.send_bytes(to_pcm(frame))
-            tick += 0.02
-            await asyncio.sleep(max(0.0, tick - asyncio.get_running_loop().time()))
+        frame = np.zeros(n, dtype=np.float32)
+        for name, gain in (("speech", 1.0), ("echo", self.gain)):
+            buf = getattr(self, name)
+            frame[:min(n, buf.size)] += buf[:n] * gain
+            setattr(self, name, buf[n:])
+        return frame
 
-    async def speaker(self) -> None:
+    async def _mic(self) -> None:
+        tick = time.monotonic()
+        while True:
+            await self.ws.send_bytes(to_pcm(self._frame()))
+            tick += 0.02
+            await asyncio.sleep(max(0.0, tick - time.monotonic()))
+
+    def _heard(self, samples: Any) -> None:
+        self.echo = np.concatenate([self.echo, samples])
+        self.reply_seconds += samples.size / RATE
+
+    async def _speaker(self) -> None:
         async for msg in self.ws:
             if msg.type == aiohttp.WSMsgType.BINARY:
-                samples = resample(from_pcm(msg.data), self._rate)
-                self.echo = np.concatenate([self.echo, samples])
-                self.reply_seconds += samples.size / RATE
+                self._heard(resample(from_pcm(msg.data), self._rate))
             else:
                 event = json.loads(msg.data)
                 self.events.append(event)
@@ -111,39 +176,39 @@ class EchoingClient:
                     return
 
 
-async def speak_over_own_echo(tmp_path: Path, models: Models, speak: Speak, audio: str,
-                              barge: Any = None) -> EchoingClient:
+@pytest.fixture(params=[False, True], ids=["daemons_loop", "own_thread"])
+def own_thread(request: pytest.FixtureRequest) -> bool:
+    """Whether the echoing client runs in a thread of its own (see EchoingClient)."""
+    return bool(request.param)
+
+
+async def speak_over_own_echo(tmp_path: Path, models: Models, speak: Speak, own_thread: bool,
+                              audio: str, barge: Any = None) -> EchoingClient:
     """Ask for a long reply, hear it back through the client's "speaker", and after two
     seconds of it say ``barge`` (samples) over it; interrupt from the client after six."""
     async with run_daemon(tmp_path) as d:
         d.daemon.services.shared.update(models.shared())
         await d.write("long", LONG.replace("AUDIO", audio))
-        async with d.http.ws_connect(d.ws_url("/ws/long")) as ws:
-            client = EchoingClient(ws, gain=1.0)
-            client.speech = from_pcm(read_wav(speak("tell me a story", pad=0.3)).pcm)
-            mic = asyncio.create_task(client.mic())
-            try:
-                speaker = asyncio.create_task(client.speaker())
-                deadline = asyncio.get_running_loop().time() + 60
-                while client.reply_seconds < 6.0 and not speaker.done():
-                    assert asyncio.get_running_loop().time() < deadline, client.events
-                    if barge is not None and client.reply_seconds > 2.0:
-                        client.speech, barge = barge, None
-                    await asyncio.sleep(0.1)
-                with contextlib.suppress(ConnectionError):
-                    await ws.send_json({"type": "interrupt"})
-                await asyncio.wait_for(speaker, 60)
-            finally:
-                mic.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                    await mic
+        async with EchoingClient(d.ws_url("/ws/long"), 1.0, own_thread) as client:
+            client.say(from_pcm(read_wav(speak("tell me a story", pad=0.3)).pcm))
+            deadline = asyncio.get_running_loop().time() + 60
+            while client.reply_seconds < 6.0 and not client.done():
+                assert asyncio.get_running_loop().time() < deadline, client.events
+                if barge is not None and client.reply_seconds > 2.0:
+                    client.say(barge)
+                    barge = None
+                await asyncio.sleep(0.1)
+            with contextlib.suppress(ConnectionError):
+                await client.send_json({"type": "interrupt"})
+            await client.finished()
         return client
 
 
 @pytest.mark.anyio
 async def test_a_reply_heard_through_the_clients_speaker_does_not_interrupt_itself(
-        tmp_path: Path, models: Models, speak: Speak) -> None:
-    client = await speak_over_own_echo(tmp_path, models, speak, "{vad: {silence: 400ms}}")
+        tmp_path: Path, models: Models, speak: Speak, own_thread: bool) -> None:
+    client = await speak_over_own_echo(tmp_path, models, speak, own_thread,
+                                       "{vad: {silence: 400ms}}")
     kinds = [e["type"] for e in client.events]
     assert "interrupt" not in kinds, kinds  # the server never heard a barge-in
     assert kinds[0] == "transcript" and kinds[-1] == "result", kinds
@@ -155,9 +220,9 @@ async def test_a_reply_heard_through_the_clients_speaker_does_not_interrupt_itse
 
 @pytest.mark.anyio
 async def test_with_cleaning_on_the_reply_still_does_not_interrupt_itself(
-        tmp_path: Path, models: Models, speak: Speak) -> None:
+        tmp_path: Path, models: Models, speak: Speak, own_thread: bool) -> None:
     client = await speak_over_own_echo(
-        tmp_path, models, speak,
+        tmp_path, models, speak, own_thread,
         "{vad: {silence: 400ms}, clean: {noise_suppression: 2, auto_gain: 3}}")
     kinds = [e["type"] for e in client.events]
     assert "interrupt" not in kinds, kinds
@@ -167,12 +232,12 @@ async def test_with_cleaning_on_the_reply_still_does_not_interrupt_itself(
 
 @pytest.mark.anyio
 async def test_speech_no_louder_than_the_echo_barges_in(
-        tmp_path: Path, models: Models, speak: Speak) -> None:
+        tmp_path: Path, models: Models, speak: Speak, own_thread: bool) -> None:
     # the level heuristic needs voice twice as loud as the reply; with the reply's echo
     # taken out, a user speaking at the reply's own level is heard
     user = from_pcm(read_wav(speak("what time is it", engine="piper", pad=0.3)).pcm)
-    client = await speak_over_own_echo(tmp_path, models, speak, "{vad: {silence: 400ms}}",
-                                       barge=user * 0.6)
+    client = await speak_over_own_echo(tmp_path, models, speak, own_thread,
+                                       "{vad: {silence: 400ms}}", barge=user * 0.6)
     kinds = [e["type"] for e in client.events]
     assert "interrupt" in kinds, kinds
     assert client.events[kinds.index("interrupt")]["reason"] == "barge_in"
