@@ -102,11 +102,20 @@ class EchoingClient:
             self._loop = asyncio.get_running_loop()
         else:
             self._thread.start()
-        await self._call(self._connect())
+        try:
+            await self._call(self._connect())
+        except BaseException:
+            await self._stop_thread()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._call(self._close())
+        try:
+            await self._call(self._close())
+        finally:
+            await self._stop_thread()
+
+    async def _stop_thread(self) -> None:
         if self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             await asyncio.to_thread(self._thread.join)
@@ -133,7 +142,11 @@ class EchoingClient:
 
     async def _connect(self) -> None:
         self.http = aiohttp.ClientSession()
-        self.ws = await self.http.ws_connect(self.url)
+        try:
+            self.ws = await self.http.ws_connect(self.url)
+        except BaseException:
+            await self.http.close()
+            raise
         self._tasks = [asyncio.create_task(self._mic()), asyncio.create_task(self._speaker())]
 
     async def _close(self) -> None:
