@@ -66,9 +66,7 @@ class Daemon:
         self.services.catalog = self.catalog
         self.notifier = Notifier()
         self.ready = False
-        self.started_at = time.time()
         self.stop_event = asyncio.Event()
-        self.reloads = 0
         self._signals = True  # serve(signals=False) leaves the loop's signals alone
         self.address: tuple[str, int] | None = None
         #: what serve() returns: 0, or 70 when a component failed while running
@@ -277,7 +275,6 @@ class Daemon:
     async def reload(self) -> None:
         """Rescan everything (SIGHUP, ``POST /api/reload``): config first, then files."""
         self.notifier.reloading()
-        self.reloads += 1
         try:
             await self._reload_config()
             await self.catalog.scan()
