@@ -27,7 +27,7 @@ async def discard(event: Event) -> None:
     return None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class StepRecord:
     """Timing and details of one step of one run, for the run log and metrics.
 
@@ -57,7 +57,7 @@ CURRENT_STEP: contextvars.ContextVar[StepRecord | None] = contextvars.ContextVar
     "harkd_step", default=None)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Run:
     """One execution of one pipeline version. Steps read ``input``, ``vars`` and ``trigger``
     through templates, record details on their :class:`StepRecord`, and ``emit`` events
@@ -97,7 +97,7 @@ class Run:
         }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RunResult:
     """How a run ended: its output, or its error and the HTTP status that fits it. Not
     changed once made (not frozen only because a frozen dataclass takes three times as
