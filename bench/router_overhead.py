@@ -130,13 +130,12 @@ async def run_peer(base: str, n: int, total: int) -> dict[str, Any]:
 
 
 async def run_harkd(base: str, n: int, total: int) -> dict[str, Any]:
-    import structlog
-
+    from harkd import logs
     from harkd.router import ChatRequest, Router
     from harkd.router.types import Completion, Usage
     from harkd.settings import Settings
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    logs.configure("error")
     settings = Settings(models={"bench": [{"model": "openai/bench", "api_base": base}]})
     router = Router.from_settings(settings)
     request = ChatRequest(model="bench", messages=tuple(MESSAGES))

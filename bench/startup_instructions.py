@@ -73,8 +73,6 @@ PARTS = [
     ("the interpreter", "pass"),
     ("asyncio, argparse, json, logging (harkd.cli's own)",
      "import asyncio, argparse, json, logging"),
-    ("structlog (rich hidden, as harkd.cli imports it)",
-     "import harkd.cli as c; c._import_structlog()"),
     ("aiohttp.web, jinja2.sandbox (what bare aiohttp imports)",
      "import aiohttp.web, jinja2.sandbox"),
     ("uvloop", "import uvloop"),

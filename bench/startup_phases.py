@@ -35,8 +35,6 @@ marks = {}
 def mark(name): marks.setdefault(name, (time.perf_counter() - T0) * 1000)
 import harkd.cli as cli
 mark("CLI imported (asyncio, argparse)")
-cli._import_structlog()
-mark("structlog")
 import harkd.daemon as d
 mark("the daemon's modules (aiohttp, anyio, harkd)")
 scan = d.Catalog.scan

@@ -7,7 +7,6 @@ import json
 from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from harkd import logs
 from harkd.secrets import REDACTOR
@@ -21,18 +20,13 @@ class Odd:
 @pytest.fixture
 def out() -> Iterator[io.StringIO]:
     stream = io.StringIO()
-    saved = structlog.get_config()
-    logs.configure("info", "json", stream)
-    try:
+    with logs.configured("info", "json", stream):
         yield stream
-    finally:
-        structlog.configure(**saved)
-        logs.LEVEL = logs.LEVELS["debug"]
 
 
 def test_a_line_is_json_with_secrets_redacted_and_kept_for_the_console(
         out: io.StringIO) -> None:
-    log = structlog.get_logger("harkd.test")
+    log = logs.get_logger("harkd.test")
     log.debug("not_written")
     log.info("plain", n=1, ratio=0.5, none=None, ok=True, items=[1, "a"], odd=Odd(),
              text="caf\u00e9")
@@ -56,4 +50,47 @@ def test_a_value_that_refers_to_itself_is_refused_as_json_dumps_refuses_it(
     loop: list[object] = []
     loop.append(loop)
     with pytest.raises(ValueError, match="Circular reference"):
-        structlog.get_logger("harkd.test").info("looped", value=loop)
+        logs.get_logger("harkd.test").info("looped", value=loop)
+
+
+def test_an_exception_line_carries_its_traceback_redacted(out: io.StringIO) -> None:
+    REDACTOR.add("s3cret-in-a-traceback-7")
+    try:
+        raise RuntimeError("failed with s3cret-in-a-traceback-7")
+    except RuntimeError:
+        logs.get_logger("harkd.test").exception("it_failed", step="a")
+    line = json.loads(out.getvalue())
+    assert (line["event"], line["level"], line["step"]) == ("it_failed", "error", "a")
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert line["exception"].endswith("RuntimeError: failed with ***")
+    assert "exc_info" not in line and line["timestamp"].endswith("Z")
+
+
+def test_a_console_line_is_time_level_event_then_sorted_fields() -> None:
+    stream = io.StringIO()
+    with logs.configured("warning", "console", stream):
+        log = logs.get_logger("harkd.test")
+        log.info("dropped")
+        log.warning("pipeline_invalid", state="rejected", error="bad key", n=3)
+    (line,) = stream.getvalue().splitlines()
+    stamp, rest = line.split(" ", 1)
+    assert stamp.endswith("Z") and stamp[10] == "T"
+    assert rest.startswith("[warning  ] pipeline_invalid")
+    assert rest.endswith(" error=bad key n=3 state=rejected")
+
+
+def test_captured_lines_carry_the_runs_fields_and_the_level_still_filters() -> None:
+    with logs.configured("info", "json", io.StringIO()), logs.capture() as lines:
+        token = logs.RUN.set(("echo", "r-1", "http"))
+        try:
+            logs.get_logger("harkd.test").info("step_done", step="t")
+            logs.get_logger("harkd.test").debug("not_kept")
+            logs.get_logger("harkd.test").info("mine", pipeline="other")
+        finally:
+            logs.RUN.reset(token)
+    assert lines == [
+        {"step": "t", "event": "step_done", "pipeline": "echo", "run_id": "r-1",
+         "trigger": "http", "log_level": "info"},
+        {"pipeline": "other", "event": "mine", "run_id": "r-1", "trigger": "http",
+         "log_level": "info"},
+    ]

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from .core.bound import Bound
@@ -32,10 +31,11 @@ from .core.concurrency import Gate
 from .core.doccache import DocCache
 from .core.loader import Loaded, digest, discover, load_file, pipeline_name
 from .errors import ConfigError, HarkError
+from .logs import get_logger
 from .services import Services
 from .settings import Settings, build_settings
 
-log = structlog.get_logger("harkd.catalog")
+log = get_logger("harkd.catalog")
 
 State = Literal["active", "stale", "rejected"]
 RESERVED = ("/api", "/v1", "/healthz", "/readyz", "/metrics", "/ui", "/mcp", "/")

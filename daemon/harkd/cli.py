@@ -1,7 +1,7 @@
 """The ``harkd`` command line. Thin: each command calls the programmatic API.
 
-This module is what every command starts with (the collector off while starting,
-structlog without rich, a parser of just the command given) and ``harkd run``; the other
+This module is what every command starts with (the collector off while starting, a
+parser of just the command given) and ``harkd run``; the other
 commands are in :mod:`harkd.commands`, imported only to run one of them.
 """
 
@@ -17,19 +17,6 @@ from typing import Any
 
 from . import __version__
 from .cli_settings import EX_CONFIG, load_settings
-
-
-def _import_structlog() -> None:
-    """Import structlog with ``rich`` hidden from it. structlog loads rich, when it happens
-    to be installed, for tracebacks harkd never shows (``format_exc_info`` turns exceptions
-    into text before the renderer): about 50 ms of every command's start."""
-    if "structlog" in sys.modules or "rich" in sys.modules:
-        return
-    sys.modules["rich"] = None  # type: ignore[assignment]
-    try:
-        import structlog  # noqa: F401
-    finally:
-        del sys.modules["rich"]
 
 
 def main(argv: list[str] | None = None, *, collect: bool | None = None) -> int:
@@ -87,7 +74,6 @@ def _main(argv: list[str] | None) -> int:
         return 64
     if args.func is not cmd_run:
         _collect_again()
-    _import_structlog()
     from . import logs
 
     logs.configure("warning")  # until a command reads its settings: warnings to stderr

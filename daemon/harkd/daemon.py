@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 from aiohttp import web
 from anyio.abc import TaskGroup, TaskStatus
 
@@ -28,13 +27,14 @@ from .core.registry import default as default_registry
 from .errors import ConfigErrors, HarkError, first_error
 from .http import api
 from .http.host import HOST
+from .logs import get_logger
 from .notify import Notifier
 from .runlog import RunLog
 from .services import Services
 from .settings import Settings
 from .triggers.http import error_response
 
-log = structlog.get_logger("harkd.daemon")
+log = get_logger("harkd.daemon")
 
 EX_OK, EX_USAGE, EX_NOINPUT, EX_UNAVAILABLE, EX_SOFTWARE, EX_CONFIG = 0, 64, 66, 69, 70, 78
 EX_CANTCREAT = 73

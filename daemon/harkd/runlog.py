@@ -24,16 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .errors import HarkError
+from .logs import get_logger
 from .runrecord import encode, ended, record, summary
 
 if TYPE_CHECKING:
     from .core.run import Run, RunResult
     from .settings import Settings
 
-log = structlog.get_logger("harkd.runlog")
+log = get_logger("harkd.runlog")
 
 FILE = "runs.sqlite3"
 # Each B-tree a row enters costs its insert and, at retention, its delete. Filters by status

@@ -135,11 +135,9 @@ class Runtime:
 
     def __init__(self, settings: Settings | None = None, *,
                  config: str | os.PathLike[str] | None = None) -> None:
-        import structlog
+        from . import logs
 
-        if not structlog.is_configured():  # a library stays quiet: warnings, to stderr
-            from . import logs
-
+        if not logs.CONFIGURED:  # a library stays quiet: warnings, to stderr
             logs.configure("warning", "console")
         self._settings = settings
         self._config = config

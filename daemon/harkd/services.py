@@ -11,10 +11,9 @@ import asyncio
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .contracts import Catalog, RunObserver
 from .core.registry import Registry
+from .logs import get_logger
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 
     from .router import Router
 
-log = structlog.get_logger("harkd.services")
+log = get_logger("harkd.services")
 
 
 class Services:

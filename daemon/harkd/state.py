@@ -20,12 +20,11 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import structlog
-
 from .errors import HarkError
+from .logs import get_logger
 from .settings import Settings
 
-log = structlog.get_logger("harkd.state")
+log = get_logger("harkd.state")
 
 #: the layout this harkd writes; bump it and add a migration when the layout changes
 SCHEMA_VERSION = 1

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import structlog
 
 from .core.registry import StepKind, TriggerKind
 from .daemon import Daemon
-from .logs import merge_run
+from .logs import capture
 from .settings import Settings
 
 __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",
@@ -39,11 +38,10 @@ __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",
 
 @contextlib.contextmanager
 def capture_logs() -> Iterator[list[dict[str, Any]]]:
-    """Capture structlog events as dicts, with the run's context (pipeline, run_id)."""
-    with structlog.testing.capture_logs(
-        processors=[structlog.contextvars.merge_contextvars, merge_run]
-    ) as logs:
-        yield logs  # type: ignore[misc]
+    """Capture log lines as dicts (``event``, ``log_level``, the fields, the run's
+    ``pipeline``, ``run_id`` and ``trigger``) instead of writing them."""
+    with capture() as lines:
+        yield lines
 
 
 @contextlib.contextmanager

@@ -121,19 +121,16 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The daemon of the browser tests; harkd's log configuration (which feeds the log
     tail) holds while they run and the previous one comes back after."""
-    import structlog
-
     from harkd import logs
 
-    before = structlog.get_config()
-    logs.configure("info", "json", stream=io.StringIO())  # feeds the console's log tail
-    server = Live(tmp_path_factory.mktemp("console"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        structlog.configure(**before)
+    # feeds the console's log tail
+    with logs.configured("info", "json", stream=io.StringIO()):
+        server = Live(tmp_path_factory.mktemp("console"))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

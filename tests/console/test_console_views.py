@@ -170,7 +170,7 @@ async def test_pipelines_cannot_claim_the_console(tmp_path: Path) -> None:
 def test_log_tail_keeps_the_newest_lines() -> None:
     tail = LogTail(3)
     for n in range(5):
-        tail(None, "info", {"event": "e", "n": n, "obj": object()})
+        tail({"event": "e", "n": n, "obj": object()})
     assert [line["n"] for line in tail.since(0)] == [2, 3, 4]
     assert [line["seq"] for line in tail.since(4)] == [5]
     assert tail.since(0)[0]["obj"].startswith("<object")  # made JSON-safe

@@ -24,15 +24,14 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import structlog
-
 from ..errors import HarkError
+from ..logs import get_logger
 from .config import SHARED_KEY, ClusterConfig
 
 if TYPE_CHECKING:
     from ..contracts import Services
 
-log = structlog.get_logger("harkd.cluster")
+log = get_logger("harkd.cluster")
 
 T = TypeVar("T")
 #: connections to Redis per replica

@@ -15,15 +15,14 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from ..logs import get_logger
 from ..sessions import CLUSTER_KEY, SessionStore, newest, turns
 from .link import Cluster, Unavailable
 
 if TYPE_CHECKING:
     from ..contracts import Services
 
-log = structlog.get_logger("harkd.cluster")
+log = get_logger("harkd.cluster")
 
 #: turns kept for replay while Redis is down; older ones are dropped (and counted)
 PENDING = 10000

@@ -11,10 +11,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .. import logs
 from ..errors import Busy, HarkError, RunError, RunTimeout
+from ..logs import get_logger
 from ..secrets import REDACTOR
 from .concurrency import RESTARTED, Gate
 from .engine import error_message, execute
@@ -24,7 +23,7 @@ from .run import MAX_DEPTH, EventSink, Run, RunResult, Status, discard, new_run_
 if TYPE_CHECKING:
     from ..contracts import Services
 
-log = structlog.get_logger("harkd.run")
+log = get_logger("harkd.run")
 
 
 class Bound:

@@ -28,13 +28,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from .. import __version__
+from ..logs import get_logger
 from ..yamlfile import Positions
 from .registry import Registry
 
-log = structlog.get_logger("harkd.doccache")
+log = get_logger("harkd.doccache")
 
 FORMAT = 1
 #: documents kept at most (the newest): a pipeline folder holds far fewer

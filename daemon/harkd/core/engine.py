@@ -13,16 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-import structlog
-
 from ..contracts import Step
 from ..errors import HarkError, RunError
+from ..logs import get_logger
 from ..secrets import REDACTOR
 from ..streams import TextStream
 from .pipeline import Steps, StepSpec
 from .run import CURRENT_STEP, Event, EventSink, Run, StepRecord
 
-log = structlog.get_logger("harkd.run")
+log = get_logger("harkd.run")
 
 
 async def execute(run: Run) -> Any:

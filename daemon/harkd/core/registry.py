@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
+from ..logs import get_logger
 from . import entrypoints
 from .entrypoints import STEP_GROUP, Entry
 
 if TYPE_CHECKING:
     from ..contracts import Step, Trigger
 
-log = structlog.get_logger("harkd.registry")
+log = get_logger("harkd.registry")
 
 JSON = dict[str, Any]
 

@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from aiohttp import web
 
 from ..errors import HarkError
+from ..logs import get_logger
 from ..secrets import REDACTOR
 from ..triggers.http import read_body
 from ..values import json_bytes, json_loads
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..router import ChatRequest, ChatResponse, Router
     from .host import Host
 
-log = structlog.get_logger("harkd.gateway")
+log = get_logger("harkd.gateway")
 
 #: completion ids: a random part per process, then a counter (uuid4 per answer cost the
 #: gateway as much as its metrics do)

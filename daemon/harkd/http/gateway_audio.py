@@ -16,16 +16,16 @@ import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from aiohttp import BodyPartReader, web
 
+from ..logs import get_logger
 from ..triggers.http import read_body
 from .openai_errors import openai_error
 
 if TYPE_CHECKING:
     from .host import Host
 
-log = structlog.get_logger("harkd.gateway")
+log = get_logger("harkd.gateway")
 
 #: OpenAI's own cap on uploaded audio
 MAX_UPLOAD = 25 * 1024 * 1024

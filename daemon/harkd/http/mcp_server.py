@@ -21,14 +21,15 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from aiohttp import web
+
+from ..logs import get_logger
 
 if TYPE_CHECKING:
     from ..core.pipeline import Pipeline
     from .host import Host
 
-log = structlog.get_logger("harkd.mcp")
+log = get_logger("harkd.mcp")
 
 PATH = "/mcp"
 DEFAULT_SCHEMA: dict[str, Any] = {

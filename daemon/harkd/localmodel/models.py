@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from ..errors import BackendError
+from ..logs import get_logger
 
-log = structlog.get_logger("harkd.localmodel")
+log = get_logger("harkd.localmodel")
 
 INSTALL_HINT = "pip install 'harkd[local]'"
 

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import structlog
 
 from ..errors import BackendError
+from ..logs import get_logger
 from .models import ModelSpec, check_installed, ensure_gguf, resolve
 
 if TYPE_CHECKING:
     from ..contracts import Services
     from ..settings import Settings
 
-log = structlog.get_logger("harkd.localmodel")
+log = get_logger("harkd.localmodel")
 
 _HOST = "127.0.0.1"
 

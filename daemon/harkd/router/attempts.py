@@ -19,8 +19,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from ..logs import get_logger
 from .backends import Backend, estimate_tokens, prompt_tokens
 from .calls import Call, DeploymentState, Observer, Tiers, tiers, weighted
 from .config import Deployment, Policy
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
     from ..cluster.limits import SharedBreakers
     from ..cluster.link import Cluster
 
-log = structlog.get_logger("harkd.router")
+log = get_logger("harkd.router")
 
 class Attempts:
     """Breakers, limits and the attempt bookkeeping of one router's deployments."""

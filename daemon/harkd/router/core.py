@@ -23,9 +23,8 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ..contracts import ROUTER_OBSERVERS
+from ..logs import get_logger
 from .attempts import Attempts
 from .backends import Backend, SessionPool
 from .cache import Cache
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from ..contracts import Services
     from ..settings import Settings
 
-log = structlog.get_logger("harkd.router")
+log = get_logger("harkd.router")
 
 POOL_KEY = "router_sessions"
 OBSERVERS_KEY = ROUTER_OBSERVERS

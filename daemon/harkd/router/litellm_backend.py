@@ -17,15 +17,14 @@ import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
-import structlog
-
+from ..logs import get_logger
 from ..secrets import REDACTOR
 from .backends import retry_after
 from .config import Deployment
 from .errors import BackendFailed
 from .types import ChatRequest, Completion, Delta, ToolCall, Usage
 
-log = structlog.get_logger("harkd.router")
+log = get_logger("harkd.router")
 
 
 #: LiteLLM releases that shipped a credential stealer (LiteLLM issue #24518); harkd

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ..core.registry import StepKind
+from ..logs import get_logger
 from ..secrets import REDACTOR
 from ..templates import Renderable
 
@@ -15,7 +14,7 @@ if TYPE_CHECKING:
     from ..core.pipeline import Build
     from ..core.run import Run
 
-log = structlog.get_logger("harkd.step")
+log = get_logger("harkd.step")
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from ..core.registry import StepKind
 from ..errors import StepError
+from ..logs import get_logger
 from ..streams import TextStream, from_text
 from ..templates import Renderable
 from ..voice import AUDIO_OUT, SPEAKING, TURN_GATE
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from ..voice.playback import AudioOut, Speaking
     from ..voice.stt import Transcript, Whisper
 
-log = structlog.get_logger("harkd.voice")
+log = get_logger("harkd.voice")
 
 
 def _audio_of(data: Any) -> tuple[Audio, str | None, dict[str, Any] | None]:

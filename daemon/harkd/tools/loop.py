@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .. import durations
 from ..errors import HarkError
+from ..logs import get_logger
 from ..secrets import REDACTOR
 from .registry import Tool, ToolContext, invoke
 
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
     from ..contracts import Router
     from ..router import ChatRequest, ChatResponse, ToolCall
 
-log = structlog.get_logger("harkd.tools")
+log = get_logger("harkd.tools")
 
 MAX_RESULT = 16_000
 #: how much of a tool's arguments and result the run log keeps

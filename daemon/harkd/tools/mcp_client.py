@@ -24,8 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from ..logs import get_logger
 from .mcp_config import PREFIX, SCHEMA, ServerConfig, parse, split_ref
 from .registry import Tool, ToolError
 
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from ..contracts import Services
     from ..settings import Settings
 
-log = structlog.get_logger("harkd.mcp")
+log = get_logger("harkd.mcp")
 
 SHARED_KEY = "mcp_clients"
 

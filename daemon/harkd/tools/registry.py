@@ -18,15 +18,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-import structlog
-
 from ..errors import HarkError
+from ..logs import get_logger
 
 if TYPE_CHECKING:
     from ..contracts import Services
     from ..core.run import Run
 
-log = structlog.get_logger("harkd.tools")
+log = get_logger("harkd.tools")
 
 GROUP = "harkd.tools"
 F = TypeVar("F", bound=Callable[..., Any])

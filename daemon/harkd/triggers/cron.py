@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .. import durations
 from ..core.registry import TriggerKind
 from ..errors import StepError
+from ..logs import get_logger
 from .schedule import Schedule, read_last, sync_last, write_last
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from ..core.pipeline import Build
     from ..templates import Renderable
 
-log = structlog.get_logger("harkd.cron")
+log = get_logger("harkd.cron")
 
 MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 #: longest single sleep, so a wall-clock jump or a suspend is noticed within this time

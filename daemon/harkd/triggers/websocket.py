@@ -31,13 +31,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .. import durations
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
 from ..core.bound import Bound
 from ..core.registry import TriggerKind
 from ..core.run import Event, RunResult
+from ..logs import get_logger
 from ..values import jsonable
 from .http import error_response, trigger_data
 from .mic import check_wake
@@ -48,7 +47,7 @@ if TYPE_CHECKING:
     from ..contracts import Services
     from ..core.pipeline import Build
 
-log = structlog.get_logger("harkd.websocket")
+log = get_logger("harkd.websocket")
 
 SHARED_KEY = "websocket.connections"
 AUDIO_MODULE = "harkd.voice.wsaudio"

@@ -19,12 +19,11 @@ from collections.abc import AsyncIterator
 from time import monotonic
 from typing import Any
 
-import structlog
-
 from ..errors import HarkError
+from ..logs import get_logger
 from .frames import FRAME_MS, RATE, Framer, Resampler
 
-log = structlog.get_logger("harkd.voice")
+log = get_logger("harkd.voice")
 
 
 #: frames per PortAudio callback: 60 ms blocks wake the loop a third as often as 20 ms ones

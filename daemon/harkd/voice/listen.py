@@ -19,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import structlog
-
 from ..errors import HarkError
+from ..logs import get_logger
 from . import AUDIO_OUT, SPEAKING, TURN_GATE
 from .clean import CleanConfig, Cleaner
 from .echo import EchoGate
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from ..core.run import EventSink, RunResult
     from .microwake import MicroWake
 
-log = structlog.get_logger("harkd.voice")
+log = get_logger("harkd.voice")
 
 Mode = Literal["wake", "always", "push_to_talk"]
 EchoMode = Literal["reference", "level"]

@@ -15,8 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
+from ..logs import get_logger
 from .capture import Capture, DeviceLost
 from .clean import CleanConfig
 from .listen import BargeIn, ListenConfig, Listener, Mode
@@ -26,7 +25,7 @@ from .wake import WakeConfig
 if TYPE_CHECKING:
     from ..core.bound import Bound
 
-log = structlog.get_logger("harkd.voice")
+log = get_logger("harkd.voice")
 
 #: the ``vad`` options that are durations
 VAD_DURATIONS = ("min_speech", "silence", "min_silence", "max_utterance", "pre_roll")

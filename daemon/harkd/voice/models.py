@@ -11,12 +11,12 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
+from ..logs import get_logger
 
 if TYPE_CHECKING:
     from ..contracts import Services
 
-log = structlog.get_logger("harkd.voice")
+log = get_logger("harkd.voice")
 
 T = TypeVar("T")
 _LOCKS = "voice.locks"

@@ -18,14 +18,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
+from ..logs import get_logger
 from .frames import RATE, Audio, rms
 
 if TYPE_CHECKING:
     from .echo import EchoReference
 
-log = structlog.get_logger("harkd.voice")
+log = get_logger("harkd.voice")
 
 BLOCK_SECONDS = 0.02
 #: seconds of audio a device stream buffers. A writer thread that loses the CPU (or the

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import structlog
 from wyoming.asr import Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -35,6 +34,7 @@ from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.satellite import RunSatellite
 
+from ..logs import get_logger
 from .frames import Audio, Framer, Resampler
 from .listen import ListenConfig, Listener
 from .mic import listen_config
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ..core.run import Event as RunEvent
     from ..core.run import RunResult
 
-log = structlog.get_logger("harkd.satellite")
+log = get_logger("harkd.satellite")
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0

@@ -33,9 +33,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
 from ..errors import StepError
+from ..logs import get_logger
 from .frames import RATE, Float32, from_pcm
 from .vad import Endpointer, TurnGate, Utterance, VadConfig
 
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from .frames import Audio
     from .stt import Transcript, Whisper
 
-log = structlog.get_logger("harkd.voice")
+log = get_logger("harkd.voice")
 
 #: Smart Turn v3's file in the pipecat-ai wheel, and the audio it reads
 SMART_TURN_FILE = "smart-turn-v3.2-cpu.onnx"

@@ -18,9 +18,9 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from aiohttp import WSMsgType, web
 
+from ..logs import get_logger
 from ..values import jsonable
 from .frames import RATE, Framer, Resampler
 from .listen import Listener
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..core.bound import Bound
     from ..core.run import RunResult
 
-log = structlog.get_logger("harkd.voice")
+log = get_logger("harkd.voice")
 
 MAX_RATE = 96000
 

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioStart, AudioStop
 from wyoming.error import Error
@@ -40,6 +39,7 @@ from wyoming.info import Describe
 from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize
 
+from ..logs import get_logger
 from ..streams import from_text
 from ..values import jsonable
 from .frames import from_pcm, normalise
@@ -58,7 +58,7 @@ from .wyoming_io import (
 if TYPE_CHECKING:
     from ..core.bound import Bound
 
-log = structlog.get_logger("harkd.wyoming")
+log = get_logger("harkd.wyoming")
 
 _IDS = itertools.count(1)
 
