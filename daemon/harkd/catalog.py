@@ -153,7 +153,8 @@ class Catalog:
                 await self.remove(entry.file)
         for path in files:
             await self.sync(path)
-        self.save_cache()
+        # Written just after (a start reports ready first): it only speeds up the next start.
+        self._save_soon(0.0)
 
     async def changed(self, paths: Iterable[str | Path]) -> None:
         """Apply file system changes: each path was added, modified or deleted."""
@@ -164,9 +165,11 @@ class Catalog:
                 await self.sync(Path(p))
             else:
                 await self.remove(p)
+        self._save_soon(1.0)  # off the reload's path: one write a second after a burst
+
+    def _save_soon(self, delay: float) -> None:
         if self.cache is not None and self.cache.dirty and self._save_later is None:
-            # Off the reload's path: one write a second after a burst of edits.
-            self._save_later = asyncio.get_running_loop().call_later(1.0, self.save_cache)
+            self._save_later = asyncio.get_running_loop().call_later(delay, self.save_cache)
 
     def save_cache(self) -> None:
         """Write the document cache if it changed (a scan, a reload, closing)."""

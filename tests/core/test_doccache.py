@@ -10,7 +10,7 @@ import pytest
 from harkd.core.doccache import DocCache
 from harkd.core.loader import load_bytes
 from harkd.core.registry import Registry, default
-from harkd.testing import run_daemon
+from harkd.testing import run_daemon, wait_until
 
 ECHO = ("description: echo\ntrigger: {http: {}}\nsteps:\n"
         "  - template: 'hi {{ input }}'\n    as: greeting\n")
@@ -82,8 +82,11 @@ def test_what_json_cannot_carry_is_not_cached(tmp_path: Path) -> None:
     cache = DocCache.open(tmp_path / "pipelines", default())
     loaded = load_bytes("d.yaml", text, cache=cache)
     assert loaded.pipeline is not None
-    assert not cache.dirty
     assert loaded.pipeline.tests[0]["input"].year == 2024
+    again = reopened(cache)
+    assert cache.path is not None and len(cache.path.read_text().splitlines()) == 1
+    assert again.get(loaded.digest, "d.yaml") is None
+    assert load_bytes("d.yaml", text, cache=again).pipeline is not None
 
 
 def test_a_damaged_cache_file_is_ignored(tmp_path: Path) -> None:
@@ -117,3 +120,11 @@ async def test_a_restarted_daemon_takes_unchanged_files_from_the_cache(tmp_path:
         d.daemon.catalog.save_cache()
     lines = (tmp_path / "state" / "cache" / "pipelines").read_text().splitlines()
     assert len(lines) == 3  # both versions of echo, until the next start drops the old
+
+
+@pytest.mark.anyio
+async def test_a_start_writes_the_cache_just_after_it_is_ready(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "cache" / "pipelines"
+    async with run_daemon(tmp_path, {"echo": ECHO}) as d:
+        await wait_until(path.exists)  # while it serves, not only when it stops
+        assert d.daemon.ready and len(path.read_text().splitlines()) == 2

@@ -12,6 +12,8 @@ document, ``DIGEST<TAB>JSON``. A first line that does not match (another harkd, 
 added or changed, an edited source) discards the whole file. A cached document naming a
 kind whose plugin no longer imports is parsed and validated again, for validation's error.
 
+A document is kept as the loader hands it over and written as JSON by :meth:`DocCache.save`,
+which a start runs once it has reported ready: the cache only speeds up the next start.
 Only documents that passed validation are stored, so a broken file is parsed and
 validated every time and its errors keep their FILE:LINE:COL. ``${env:}`` substitution
 and compiling are not cached: they depend on the environment and the settings, and they
@@ -65,6 +67,8 @@ class DocCache:
         self._old: dict[str, str] = entries or {}
         #: used or added by this process: what :meth:`save` keeps
         self._live: dict[str, str] = {}
+        #: added by this process and not yet made JSON (:meth:`put`)
+        self._new: dict[str, tuple[Any, Positions]] = {}
         self._dirty = False
         self.hits = self.misses = 0
 
@@ -93,6 +97,8 @@ class DocCache:
     def get(self, digest: str, file: str) -> tuple[Any, Positions] | None:
         """The validated document of content ``digest`` (a fresh copy), with positions in
         ``file``; None if it is not here."""
+        if digest in self._new:
+            self._encode(digest)
         doc = self._live.get(digest)
         if doc is None:
             doc = self._old.pop(digest, None)
@@ -115,24 +121,35 @@ class DocCache:
     def discard(self, digest: str) -> None:
         """Forget a document (it names a kind that is no longer there)."""
         self._old.pop(digest, None)
+        self._new.pop(digest, None)
         if self._live.pop(digest, None) is not None:
             self._dirty = True
 
     def put(self, digest: str, data: Any, positions: Positions) -> None:
-        """Keep a document that passed validation (before ``${env:}`` substitution)."""
+        """Keep a document that passed validation (before ``${env:}`` substitution). It is
+        kept as it is, made JSON when saved: nothing changes a loaded document
+        (substitution copies it, compiling reads it)."""
+        self._new[digest] = (data, positions)
+        self._dirty = True
+
+    def _encode(self, digest: str) -> None:
+        """Make an added document JSON, unless JSON would not carry it exactly (tuples,
+        dates, non-string keys): then it is not kept."""
+        data, positions = self._new.pop(digest)
         try:
             text = json.dumps(data, allow_nan=False)
             if json.loads(text) != data:
-                return  # tuples, dates, non-string keys: JSON would change it
+                return
         except (TypeError, ValueError, RecursionError):
             return
         self._live[digest] = (f"[{text},{json.dumps(positions.values)},"
                               f"{json.dumps(positions.keys)}]")
-        self._dirty = True
 
     def save(self) -> None:
         """Write the documents used or added since :meth:`open` (atomically), if that
         changes the file. A failure to write is logged once and otherwise ignored."""
+        for digest in list(self._new):
+            self._encode(digest)
         if not self.dirty or self.path is None:
             return
         items = list(self._live.items())[-MAX_ENTRIES:]
