@@ -93,10 +93,12 @@ def test_alias_bomb_stops_early() -> None:
 
 
 def test_pyyaml_is_imported_without_compiling_what_harkd_never_runs() -> None:
-    """PyYAML's pure-Python reader check is compiled on first use, and still works."""
+    """PyYAML's expressions are compiled on first use, only those used, and still work:
+    the pure-Python reader's check, the resolver's (a document without numbers compiles
+    neither the int nor the timestamp one), the constructor's timestamp."""
     code = (
         "from harkd import yamlfile\n"
-        "print(yamlfile.load('f.yaml', 'a: 1')[0])\n"
+        "print(yamlfile.load('f.yaml', 'a: true')[0])\n"
         "import re, yaml\n"
         "check = yaml.reader.Reader.NON_PRINTABLE\n"
         "print(type(check).__name__, check._compiled)\n"
@@ -106,8 +108,15 @@ def test_pyyaml_is_imported_without_compiling_what_harkd_never_runs() -> None:
         "    yaml.load('a: \"\\x01\"', Loader=yaml.SafeLoader)\n"
         "except yaml.reader.ReaderError as exc:\n"
         "    print('refused', '#x0001' in str(exc))\n"
+        "res = dict(yaml.resolver.Resolver.yaml_implicit_resolvers['1'])\n"
+        "num, ts = res['tag:yaml.org,2002:int'], res['tag:yaml.org,2002:timestamp']\n"
+        "print(num._compiled is None, ts._compiled is None)\n"
+        "print(yamlfile.load('f.yaml', 'n: 0x1f\\nt: 2024-01-02 10:00:00Z')[0])\n"
+        "print(num._compiled is None, ts._compiled is None)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
-    assert r.stdout.splitlines() == ["{'a': 1}", "_OnFirstUse None", "True None 1",
-                                     "refused True"], r.stderr
+    assert r.stdout.splitlines() == [
+        "{'a': True}", "_OnFirstUse None", "True None 1", "refused True", "True True",
+        "{'n': 31, 't': datetime.datetime(2024, 1, 2, 10, 0, tzinfo=datetime.timezone.utc)}",
+        "False False"], r.stderr

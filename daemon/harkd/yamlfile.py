@@ -20,47 +20,50 @@ if TYPE_CHECKING:
     import yaml
 
 
-#: the one expression PyYAML compiles at import that harkd never runs (its pure-Python
-#: reader's check for characters YAML does not allow; libyaml checks them itself)
-_NON_PRINTABLE = "[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010ffff]"
+#: the standard compiler, for expressions compiled on first use
+_COMPILE = re.compile
 
 
 class _OnFirstUse:
-    """A regular expression compiled when first used."""
+    """A regular expression compiled when first used. Each method it is asked for is
+    then kept on the instance, so later calls go straight to the compiled one."""
 
-    __slots__ = ("_compiled", "_pattern")
-
-    def __init__(self, pattern: str) -> None:
-        self._pattern = pattern
+    def __init__(self, pattern: str, flags: int) -> None:
+        self._pattern, self._flags = pattern, flags
         self._compiled: re.Pattern[str] | None = None
 
     def __getattr__(self, name: str) -> Any:
         if self._compiled is None:
-            self._compiled = re.compile(self._pattern)
-        return getattr(self._compiled, name)
+            self._compiled = _COMPILE(self._pattern, self._flags)
+        value = getattr(self._compiled, name)
+        setattr(self, name, value)
+        return value
 
 
 def _import_yaml() -> None:
     """PyYAML, imported on first use (a daemon restarting on unchanged files takes their
-    documents from the state folder's cache and never needs it), with its reader's
-    ``NON_PRINTABLE`` expression compiled when first used rather than at import:
-    compiling that class of most of Unicode is two thirds of importing PyYAML (57M of
-    88M instructions under callgrind, about 6 ms), and the C loader harkd uses never runs
-    it (PyYAML's pure-Python loader, without libyaml, compiles it on its first file)."""
+    documents from the state folder's cache and never needs it), with the regular
+    expressions its modules compile at import compiled when first used instead: its
+    resolver's for implicit types (a document without numbers never needs those of
+    ints, floats and timestamps), its constructor's for timestamps, and its pure-Python
+    reader's check for characters YAML does not allow, which the C loader harkd uses never
+    runs (compiling that class of most of Unicode was 57M of 88M instructions). Only
+    PyYAML's own calls are deferred: a module it imports compiles as usual. PyYAML uses
+    each expression through ``match`` and ``search``, which :class:`_OnFirstUse` serves."""
     if "yaml" in sys.modules:
         return
-    compile_ = re.compile
 
     def compile_lazily(pattern: Any, flags: Any = 0) -> Any:
-        if pattern == _NON_PRINTABLE and not flags:
-            return _OnFirstUse(pattern)
-        return compile_(pattern, flags)
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if isinstance(pattern, str) and caller.partition(".")[0] == "yaml":
+            return _OnFirstUse(pattern, flags)
+        return _COMPILE(pattern, flags)
 
     re.compile = compile_lazily
     try:
         import yaml  # noqa: F401
     finally:
-        re.compile = compile_
+        re.compile = _COMPILE
 
 
 @functools.cache
