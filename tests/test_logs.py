@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -94,3 +96,12 @@ def test_captured_lines_carry_the_runs_fields_and_the_level_still_filters() -> N
         {"pipeline": "other", "event": "mine", "run_id": "r-1", "trigger": "http",
          "log_level": "info"},
     ]
+
+
+def test_a_process_without_standard_streams_logs_nowhere_and_goes_on() -> None:
+    code = ("import sys\nsys.stdout = sys.stderr = None\nfrom harkd import logs\n"
+            "logs.get_logger().info('nowhere', n=1)\nlogs.configure('info', 'auto')\n"
+            "logs.get_logger().warning('still_nowhere')\nprint('went on', file=sys.__stdout__)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "went on\n", "")

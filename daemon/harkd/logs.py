@@ -185,9 +185,9 @@ class _Output:
 
     def __init__(self, fmt: str, stream: TextIO | None) -> None:
         self.stream = stream  # None: sys.stdout at the time of each line
-        out = stream or sys.stdout
-        self.console = fmt == "console" or (fmt == "auto" and out.isatty())
-        self.colors = self.console and out.isatty()
+        tty = _isatty(stream or sys.stdout)
+        self.console = fmt == "console" or (fmt == "auto" and tty)
+        self.colors = self.console and tty
         self._lock = threading.Lock()
 
     def __call__(self, level: str, event: MutableMapping[str, Any]) -> None:
@@ -201,10 +201,19 @@ class _Output:
         event = _redact(event)
         TAIL(event)
         line = _console(dict(event), self.colors) if self.console else _JSON(event)
+        out = self.stream or sys.stdout
+        if out is None:  # a process started without standard streams: nowhere to write
+            return
         with self._lock:  # a line in one write(2)
-            out = self.stream or sys.stdout
             out.write(line + "\n")
             out.flush()
+
+
+def _isatty(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except ValueError:  # closed
+        return False
 
 
 #: what a line goes to after its run's fields are added: an :class:`_Output`, or a
