@@ -39,6 +39,7 @@ log = get_logger("harkd.catalog")
 
 State = Literal["active", "stale", "rejected"]
 RESERVED = ("/api", "/v1", "/healthz", "/readyz", "/metrics", "/ui", "/mcp", "/")
+_UNDER_RESERVED = tuple(r + "/" for r in RESERVED)
 BIND_TIMEOUT = 30.0
 #: a file whose time is older than this when read again was not written while being read
 SETTLED_NS = 2_000_000_000
@@ -255,13 +256,14 @@ class Catalog:
         errors = []
         for route in trigger.routes:
             owner = self.routes.get(route)
-            where = loaded.at("/trigger")
-            if any(route == r or route.startswith(r + "/") for r in RESERVED):
-                errors.append(ConfigError(f"route {route} is reserved for harkd itself", where))
+            if route in RESERVED or route.startswith(_UNDER_RESERVED):
+                errors.append(ConfigError(f"route {route} is reserved for harkd itself",
+                                          loaded.at("/trigger")))
             elif owner is not None and owner != loaded.name:
                 other = self.entries[owner].file
                 errors.append(ConfigError(
-                    f"route {route} is already served by pipeline {owner!r} ({other})", where))
+                    f"route {route} is already served by pipeline {owner!r} ({other})",
+                    loaded.at("/trigger")))
         return errors
 
     async def _bind(self, entry: Entry, loaded: Loaded) -> list[ConfigError]:
