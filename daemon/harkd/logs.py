@@ -180,6 +180,13 @@ def _exception(exc_info: Any) -> str:
     return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
 
 
+def _isatty(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except ValueError:  # closed
+        return False
+
+
 class _Output:
     """Where lines go and how they look: what :func:`configure` sets."""
 
@@ -200,20 +207,13 @@ class _Output:
                 event["exception"] = text
         event = _redact(event)
         TAIL(event)
-        line = _console(dict(event), self.colors) if self.console else _JSON(event)
+        line = _console(event, self.colors) if self.console else _JSON(event)
         out = self.stream or sys.stdout
         if out is None:  # a process started without standard streams: nowhere to write
             return
         with self._lock:  # a line in one write(2)
             out.write(line + "\n")
             out.flush()
-
-
-def _isatty(stream: TextIO | None) -> bool:
-    try:
-        return stream is not None and stream.isatty()
-    except ValueError:  # closed
-        return False
 
 
 #: what a line goes to after its run's fields are added: an :class:`_Output`, or a
@@ -236,10 +236,7 @@ class Logger:
     :func:`configure` set is not made; one of a level that is on goes to the configured
     output. ``exception`` is ``error`` with the traceback being handled."""
 
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+    __slots__ = ()
 
     def debug(self, event: str, **fields: Any) -> None:
         if LEVEL <= logging.DEBUG:
@@ -263,10 +260,13 @@ class Logger:
             _emit("error", event, fields)
 
 
+_LOGGER = Logger()
+
+
 def get_logger(name: str = "harkd") -> Logger:
-    """The logger of a module (the name is not written: events are named for what
-    happened, not where)."""
-    return Logger(name)
+    """The logger of a module. Every module's is the same one: ``name`` tells a reader
+    whose it is and is not written (events are named for what happened, not where)."""
+    return _LOGGER
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:

@@ -36,12 +36,8 @@ __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",
            "serve_app", "spawn_daemon", "wait_until"]
 
 
-@contextlib.contextmanager
-def capture_logs() -> Iterator[list[dict[str, Any]]]:
-    """Capture log lines as dicts (``event``, ``log_level``, the fields, the run's
-    ``pipeline``, ``run_id`` and ``trigger``) instead of writing them."""
-    with capture() as lines:
-        yield lines
+#: log lines as dicts instead of written (:func:`harkd.logs.capture`)
+capture_logs = capture
 
 
 @contextlib.contextmanager
