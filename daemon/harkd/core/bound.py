@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..errors import Busy, HarkError, RunError, RunTimeout
-from ..logs import get_logger
 from ..secrets import REDACTOR
 from .concurrency import RESTARTED, Gate
 from .engine import error_message, execute
@@ -23,7 +22,7 @@ from .run import MAX_DEPTH, EventSink, Run, RunResult, Status, discard, new_run_
 if TYPE_CHECKING:
     from ..contracts import Services
 
-log = get_logger("harkd.run")
+log = logs.get_logger("harkd.run")
 
 
 class Bound:
