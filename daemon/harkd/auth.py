@@ -10,10 +10,10 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import HarkError
+from .records import dataclass
 
 AUTH_SCHEMA: dict[str, Any] = {
     "description": "Who may start a run: none, an HMAC signature, or a bearer token.",

@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from .core.doccache import DocCache
 from .core.loader import Loaded, digest, discover, load_file, pipeline_name
 from .errors import ConfigError, HarkError
 from .logs import get_logger
+from .records import dataclass
 from .services import Services
 from .settings import Settings, build_settings
 

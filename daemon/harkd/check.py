@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from . import config
@@ -12,6 +12,7 @@ from .core.loader import SUFFIXES, discover, load_file, pipeline_name
 from .core.registry import Registry
 from .core.registry import default as default_registry
 from .errors import ConfigError, ConfigErrors, Position
+from .records import dataclass
 
 CONFIG_NAMES = ("harkd.yaml", "harkd.yml")
 

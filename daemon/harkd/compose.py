@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ import yaml
 
 from .core.registry import Registry
 from .errors import ConfigErrors
+from .records import dataclass
 
 if TYPE_CHECKING:
     from .core.pipeline import Pipeline

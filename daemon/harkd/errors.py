@@ -6,7 +6,7 @@ Every error harkd raises on purpose subclasses :class:`HarkError`. Only the run 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .records import dataclass
 
 
 class HarkError(Exception):

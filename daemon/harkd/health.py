@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 
+from .records import dataclass
 from .settings import Settings, split_listen
 
 #: addresses that mean "every interface" are probed on the loopback of the same family

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .records import dataclass
 from .runtime import Runtime, default_runtime
 
 if TYPE_CHECKING:

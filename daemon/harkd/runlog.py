@@ -20,12 +20,12 @@ import queue
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import HarkError
 from .logs import get_logger
+from .records import dataclass
 from .runrecord import encode, ended, record, summary
 
 if TYPE_CHECKING:

@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from . import durations, secrets
 from .errors import ConfigError, ConfigErrors, Position
+from .records import dataclass
 
 SIZE_SCHEMA = {"type": "integer", "minimum": 1}
 

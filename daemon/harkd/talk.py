@@ -15,10 +15,10 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .errors import HarkError
+from .records import dataclass
 
 #: how long one run may take before ``harkd talk`` gives up waiting for its result
 RUN_TIMEOUT = 300.0

@@ -18,7 +18,6 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jinja2
@@ -27,6 +26,7 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ConfigError, Position, StepError
+from .records import dataclass
 
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
 _MARKERS = ("{{", "{%", "{#")
@@ -78,6 +78,8 @@ class Renderable(Protocol):
 
 @dataclass(frozen=True)
 class Constant:
+    """A value with no template in it; renders to itself."""
+
     value: Any
 
     def render(self, context: Mapping[str, Any]) -> Any:

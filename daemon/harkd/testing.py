@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import aiohttp
 from .core.registry import StepKind, TriggerKind
 from .daemon import Daemon
 from .logs import capture
+from .records import dataclass
 from .settings import Settings
 
 __all__ = ["DaemonHandle", "Spawned", "capture_logs", "free_port", "run_daemon",

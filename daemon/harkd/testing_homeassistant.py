@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from aiohttp import web
 
+from .records import dataclass
 from .testing import serve_app
 
 __all__ = ["ScriptedHomeAssistant"]

@@ -24,8 +24,9 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from .records import dataclass
 
 SND_RATE = 22050
 IO_SCRIPT = Path(__file__).with_name("satellite_io.py")

@@ -18,11 +18,12 @@ import collections
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from aiohttp import web
 
+from .records import dataclass
 from .testing import free_port
 
 __all__ = ["Reply", "ScriptedUpstream"]

@@ -17,7 +17,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from .core.registry import Registry
 from .core.registry import default as default_registry
 from .core.run import RunResult
 from .errors import ConfigError
+from .records import dataclass
 from .services import Services
 from .settings import Settings, aliases, build_settings
 

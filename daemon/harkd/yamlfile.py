@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, Position
+from .records import dataclass
 
 if TYPE_CHECKING:
     import yaml

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 from urllib.parse import urlsplit
 
 from .. import durations
+from ..records import dataclass
 
 SHARED_KEY = "cluster"
 

@@ -22,9 +22,9 @@ import itertools
 import json
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..records import dataclass
 from .link import Cluster, Unavailable
 from .lua import ACQUIRE, RELEASE, RENEW, RESERVE, SLOTS
 

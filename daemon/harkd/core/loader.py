@@ -10,12 +10,13 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import secrets, yamlfile
 from ..errors import ConfigError, ConfigErrors, Position
+from ..records import dataclass
 from . import registry as reg
 from .pipeline import Pipeline, compile_pipeline
 from .registry import Registry, UnknownKind

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Literal
 
 from .. import durations, templates
 from ..contracts import Step, Trigger
 from ..durations import seconds
 from ..errors import ConfigError, ConfigErrors, Position
+from ..records import dataclass
 from ..yamlfile import Positions, escape
 from .registry import Registry
 

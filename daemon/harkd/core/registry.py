@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..logs import get_logger
+from ..records import dataclass
 from . import entrypoints
 from .entrypoints import STEP_GROUP, Entry
 

@@ -8,9 +8,10 @@ import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..records import dataclass
 from .pipeline import Pipeline
 
 if TYPE_CHECKING:

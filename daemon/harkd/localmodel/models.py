@@ -11,12 +11,12 @@ import difflib
 import importlib
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendError
 from ..logs import get_logger
+from ..records import dataclass
 
 log = get_logger("harkd.localmodel")
 

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import aiohttp
 
 from ..errors import BackendError
 from ..logs import get_logger
+from ..records import dataclass
 from .models import ModelSpec, check_installed, ensure_gguf, resolve
 
 if TYPE_CHECKING:

@@ -17,11 +17,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..durations import seconds
+from ..records import dataclass
 from .types import ChatRequest, ChatResponse, Usage
 
 

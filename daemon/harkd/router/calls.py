@@ -10,9 +10,9 @@ import random
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..records import dataclass
 from .backends import prompt_tokens
 from .config import Deployment
 from .errors import BackendFailed

@@ -11,11 +11,12 @@ import functools
 import ipaddress
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from ..durations import seconds
 from ..errors import ConfigError, Position
+from ..records import dataclass
 from ..secrets import REDACTOR
 
 DEFAULT_MODELS: dict[str, list[dict[str, Any]]] = {"default": [{"local": "gemma-3-270m"}]}

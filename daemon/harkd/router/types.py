@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, TypeVar
+
+from ..records import dataclass
 
 Message = Mapping[str, Any]
 Outcome = Literal["ok", "error", "timeout", "rate_limited", "skipped"]

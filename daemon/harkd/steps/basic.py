@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.registry import StepKind
 from ..logs import get_logger
+from ..records import dataclass
 from ..secrets import REDACTOR
 from ..templates import Renderable
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.engine import branch, recover, run_steps
@@ -20,6 +19,7 @@ from ..core.pipeline import ON_ERROR_SCHEMA, STEPS_REF
 from ..core.registry import StepKind
 from ..core.run import StepRecord
 from ..errors import StepError, first_error
+from ..records import dataclass
 from ..streams import TextStream
 from ..yamlfile import escape
 

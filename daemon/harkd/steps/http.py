@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
 from ..core.registry import StepKind
 from ..errors import StepError
+from ..records import dataclass
 from ..templates import Renderable
 
 if TYPE_CHECKING:

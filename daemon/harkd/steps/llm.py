@@ -13,12 +13,13 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
 from ..core.registry import StepKind
 from ..errors import HarkError, StepError
+from ..records import dataclass
 from ..streams import TextStream
 from ..templates import Renderable
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.registry import StepKind
 from ..errors import StepError
+from ..records import dataclass
 from ..templates import Renderable
 
 if TYPE_CHECKING:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.registry import StepKind
 from ..errors import StepError
 from ..logs import get_logger
+from ..records import dataclass
 from ..streams import TextStream, from_text
 from ..templates import Renderable
 from ..voice import AUDIO_OUT, SPEAKING, TURN_GATE

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
 from ..core.registry import StepKind
 from ..errors import StepError
+from ..records import dataclass
 from ..secrets import REDACTOR
 
 if TYPE_CHECKING:

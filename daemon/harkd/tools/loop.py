@@ -12,12 +12,12 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
 from ..errors import HarkError
 from ..logs import get_logger
+from ..records import dataclass
 from ..secrets import REDACTOR
 from .registry import Tool, ToolContext, invoke
 

@@ -15,11 +15,12 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from ..errors import HarkError
 from ..logs import get_logger
+from ..records import dataclass
 
 if TYPE_CHECKING:
     from ..contracts import Services

@@ -27,7 +27,6 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ from .. import durations
 from ..core.registry import TriggerKind
 from ..errors import StepError
 from ..logs import get_logger
+from ..records import dataclass
 from .schedule import Schedule, read_last, sync_last, write_last
 
 if TYPE_CHECKING:

@@ -16,13 +16,13 @@ import json
 import re
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..auth import AUTH_SCHEMA, Auth, Unauthorized, build_auth
 from ..core.bound import Bound
 from ..core.registry import TriggerKind
 from ..core.run import Event, RunResult
+from ..records import dataclass
 from ..values import jsonable, orjson_module
 
 if TYPE_CHECKING:

@@ -12,11 +12,12 @@ The trigger also answers ``POST /mic/<name>`` with ``?action=press|release|inter
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.registry import TriggerKind
+from ..records import dataclass
 from .http import error_response
 
 if TYPE_CHECKING:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
 from ..core.registry import TriggerKind
+from ..records import dataclass
 from .http import error_response
 from .mic import (
     BARGE_IN_SCHEMA,

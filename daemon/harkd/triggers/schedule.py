@@ -9,9 +9,10 @@ import contextlib
 import datetime as dt
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..records import dataclass
 
 
 @dataclass(frozen=True)

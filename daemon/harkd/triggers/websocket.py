@@ -28,7 +28,7 @@ import importlib.util
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
@@ -37,6 +37,7 @@ from ..core.bound import Bound
 from ..core.registry import TriggerKind
 from ..core.run import Event, RunResult
 from ..logs import get_logger
+from ..records import dataclass
 from ..values import jsonable
 from .http import error_response, trigger_data
 from .mic import check_wake

@@ -12,11 +12,11 @@ The server lives in :mod:`harkd.voice.wyoming_server`, imported when the trigger
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import durations
 from ..core.registry import TriggerKind
+from ..records import dataclass
 from ..settings import is_loopback
 from .http import error_response
 

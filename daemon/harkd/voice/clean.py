@@ -8,8 +8,7 @@ mono s16le, so each 20 ms frame is two calls. It does not cancel echo: that is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..records import dataclass
 from .frames import FRAME_BYTES
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import io
 import wave
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
+
+from ..records import dataclass
 
 RATE = 16000
 FRAME_MS = 20

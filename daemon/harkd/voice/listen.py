@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import HarkError
 from ..logs import get_logger
+from ..records import dataclass
 from . import AUDIO_OUT, SPEAKING, TURN_GATE
 from .clean import CleanConfig, Cleaner
 from .echo import EchoGate

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -35,6 +34,7 @@ from wyoming.info import Describe, Info
 from wyoming.satellite import RunSatellite
 
 from ..logs import get_logger
+from ..records import dataclass
 from .frames import Audio, Framer, Resampler
 from .listen import ListenConfig, Listener
 from .mic import listen_config

@@ -23,11 +23,11 @@ import math
 import threading
 import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import StepError
+from ..records import dataclass
 from .frames import RATE, Float32
 
 #: Whisper's encoder window, and its mel frames per second

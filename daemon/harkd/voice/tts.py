@@ -16,11 +16,12 @@ import shutil
 import subprocess
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Protocol
 
 from ..errors import StepError
+from ..records import dataclass
 from .frames import Audio, read_wav
 
 _END = re.compile(r"([.!?;:]+[\"')\]]*)(\s+)|(\n+)")

@@ -30,11 +30,12 @@ from __future__ import annotations
 import asyncio
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StepError
 from ..logs import get_logger
+from ..records import dataclass
 from .frames import RATE, Float32, from_pcm
 from .vad import Endpointer, TurnGate, Utterance, VadConfig
 

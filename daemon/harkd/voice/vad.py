@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..records import dataclass
 from .frames import FRAME_BYTES, FRAME_MS, RATE, Audio, rms
 
 if TYPE_CHECKING:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
 from typing import Literal
+
+from ..records import dataclass
 
 _WORD = re.compile(r"[a-z0-9']+")
 #: words people put before a wake phrase that Whisper keeps

@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wyoming.asr import Transcribe, Transcript
@@ -40,6 +39,7 @@ from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize
 
 from ..logs import get_logger
+from ..records import dataclass
 from ..streams import from_text
 from ..values import jsonable
 from .frames import from_pcm, normalise
