@@ -24,8 +24,7 @@ import contextlib
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .http1 import Answer, Connection, Stale, Streamed, WireError, decoded
 
@@ -39,10 +38,10 @@ MAX_HEADS = 256
 _OWN_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(NamedTuple):
     """Where a base URL's requests go: ``https://api.openai.com/v1`` → TLS to port 443,
-    request targets under ``/v1``."""
+    request targets under ``/v1``. A tuple, as it keys the pool's connections and heads:
+    hashed three times a call, in C."""
 
     tls: bool
     host: str
