@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -87,3 +88,10 @@ def test_a_recursive_repr_stops() -> None:
     node = Node([])
     node.children.append(node)
     assert repr(node) == "test_a_recursive_repr_stops.<locals>.Node(children=[...])"
+
+
+def test_a_field_s_own_hash_option_is_refused() -> None:
+    with pytest.raises(TypeError, match=re.escape("field(hash=...) is not supported")):
+        @records.dataclass(frozen=True)
+        class Keyed:
+            key: str = dataclasses.field(hash=False)

@@ -45,6 +45,9 @@ def dataclass(cls: Any = None, /, *, frozen: bool = False, eq: bool = True,
                                   frozen=frozen, repr=False, eq=False, slots=slots,
                                   kw_only=kw_only)
         fields = dataclasses.fields(c)
+        if any(f.hash is not None for f in fields):
+            raise TypeError(f"{c.__qualname__}: field(hash=...) is not supported here; "
+                            "a frozen class hashes its compared fields")
         if repr and "__repr__" not in own:
             c.__repr_fields__ = tuple(f.name for f in fields if f.repr)
             c.__repr__ = _repr  # type: ignore[assignment]
