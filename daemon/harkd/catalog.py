@@ -258,13 +258,13 @@ class Catalog:
         for route in trigger.routes:
             owner = self.routes.get(route)
             if route in RESERVED or route.startswith(_UNDER_RESERVED):
-                errors.append(ConfigError(f"route {route} is reserved for harkd itself",
-                                          loaded.at("/trigger")))
+                message = f"route {route} is reserved for harkd itself"
             elif owner is not None and owner != loaded.name:
-                other = self.entries[owner].file
-                errors.append(ConfigError(
-                    f"route {route} is already served by pipeline {owner!r} ({other})",
-                    loaded.at("/trigger")))
+                message = (f"route {route} is already served by pipeline {owner!r} "
+                           f"({self.entries[owner].file})")
+            else:
+                continue
+            errors.append(ConfigError(message, loaded.at("/trigger")))
         return errors
 
     async def _bind(self, entry: Entry, loaded: Loaded) -> list[ConfigError]:

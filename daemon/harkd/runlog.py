@@ -98,6 +98,9 @@ class Limits:
     max_field: int = 8192
 
 
+DEFAULT_LIMITS = Limits()
+
+
 class RunLog:
     """The SQLite run log of one daemon; a :class:`~harkd.contracts.RunObserver`.
 
@@ -105,7 +108,7 @@ class RunLog:
     writer thread. Queries run in a worker thread on their own connection.
     """
 
-    def __init__(self, path: Path, limits: Limits = Limits()) -> None:
+    def __init__(self, path: Path, limits: Limits = DEFAULT_LIMITS) -> None:
         self.path = path
         self.limits = limits
         #: in a cluster: this replica's id, added to every record read back
@@ -118,7 +121,7 @@ class RunLog:
         self.dropped = 0
 
     @classmethod
-    def open(cls, folder: Path, limits: Limits = Limits()) -> RunLog:
+    def open(cls, folder: Path, limits: Limits = DEFAULT_LIMITS) -> RunLog:
         """Open (or create) ``folder/runs.sqlite3``, mark runs a crash left ``running`` as
         ``interrupted``, and start the writer thread."""
         folder.mkdir(parents=True, exist_ok=True)
